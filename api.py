@@ -1,0 +1,299 @@
+"""HTTP routes, request and response schemas, auth, and domain errors mapped to HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models import (
+    IdempotencyConflict,
+    InvalidParams,
+    InvalidRequest,
+    InvalidTransition,
+    StoreUnavailable,
+    Task,
+    TaskError,
+    TaskNotFound,
+    TaskStatus,
+    UnknownTaskType,
+)
+from service import TaskService
+
+# -- schemas ---------------------------------------------------------------------------------
+
+
+class TaskCreate(BaseModel):
+    """The body of POST /tasks."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=200, description="a registered task type")
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="higher runs first")
+    delay: float | None = Field(None, ge=0, le=10 * 365 * 86400, description="seconds")
+    run_at: AwareDatetime | None = Field(None, description="ISO 8601 with a time zone")
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    timeout: float | None = Field(None, gt=0, le=30 * 86400, description="seconds per attempt")
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> TaskCreate:
+        if self.delay is not None and self.run_at is not None:
+            raise ValueError("give delay or run_at, not both")
+        return self
+
+
+class TaskOut(BaseModel):
+    """A task, as every endpoint that returns one shows it."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    status: TaskStatus
+    progress: float | None
+    message: str | None
+    result: Any
+    error: str | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    created_at: str
+    run_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool
+    schedule_id: str | None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskType(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    max_attempts: int
+    timeout: float | None
+    schedule: str | None
+
+
+class Health(BaseModel):
+    status: str
+    worker: str
+    running: int
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut} for code in codes}
+
+
+# -- dependencies ----------------------------------------------------------------------------
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """With TASKS_API_TOKEN set, every route but /health needs `Authorization: Bearer`."""
+    expected: str | None = request.app.state.settings.api_token
+    if expected is None:
+        return
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def get_service(request: Request) -> TaskService:
+    service: TaskService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[TaskService, Depends(get_service)]
+
+
+def task_response(task: Task, status_code: int = 200, **headers: str) -> Response:
+    return JSONResponse(task.to_json(), status_code=status_code, headers=headers or None)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON; anything unparsable (even nested too deep) is a 422."""
+    body = await request.body()
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        message = "JSON nested too deeply"
+    except ValueError as exc:
+        message = f"malformed JSON: {exc}"
+    raise RequestValidationError(
+        [{"type": "json_invalid", "loc": ["body"], "msg": message, "input": None}]
+    )
+
+
+def _validation_error(exc: ValidationError, *prefix: str | int) -> RequestValidationError:
+    errors = json.loads(exc.json(include_url=False, include_context=False))
+    for error in errors:
+        error["loc"] = ["body", *prefix, *error["loc"]]
+    return RequestValidationError(errors)
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+tasks_router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
+health_router = APIRouter(tags=["health"])
+
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TaskCreate.model_json_schema()}},
+    }
+}
+
+
+@tasks_router.post(
+    "/tasks",
+    status_code=202,
+    response_model=TaskOut,
+    responses={
+        200: {"model": TaskOut, "description": "the task an earlier request with this key made"},
+        **_errors(401, 409, 413, 422),
+    },
+    openapi_extra=_CREATE_BODY,
+)
+async def create_task(
+    request: Request,
+    service: ServiceDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> Response:
+    """Start a task; it is stored before the answer is sent."""
+    raw = await read_json(request)
+    try:
+        body = TaskCreate.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    request_hash = None
+    if idempotency_key is not None:
+        canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    submitted = await service.submit(
+        body.name,
+        body.params,
+        priority=body.priority,
+        delay=body.delay,
+        run_at=body.run_at,
+        max_attempts=body.max_attempts,
+        timeout=body.timeout,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    task = submitted.task
+    status_code = 202 if submitted.created else 200
+    return task_response(task, status_code, Location=f"/tasks/{task.id}")
+
+
+@tasks_router.get("/tasks", response_model=TaskPage, responses=_errors(401, 422))
+async def list_tasks(
+    service: ServiceDep,
+    status: Annotated[list[TaskStatus] | None, Query(description="repeatable")] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    """Tasks, newest first, a page at a time."""
+    page = await service.list(statuses=status, name=name, limit=limit, cursor=cursor)
+    items = [task.to_json() for task in page.items]
+    return JSONResponse({"items": items, "next_cursor": page.next_cursor})
+
+
+@tasks_router.get("/tasks/{task_id}", response_model=TaskOut, responses=_errors(401, 404))
+async def get_task(task_id: str, service: ServiceDep) -> Response:
+    """One task."""
+    return task_response(await service.get(task_id))
+
+
+@tasks_router.post(
+    "/tasks/{task_id}/cancel",
+    response_model=TaskOut,
+    responses={
+        202: {"model": TaskOut, "description": "running: asked to stop"},
+        **_errors(401, 404, 409),
+    },
+)
+async def cancel_task(task_id: str, service: ServiceDep) -> Response:
+    """Cancel a task: at once if pending (200), as soon as it stops if running (202)."""
+    task, done = await service.cancel(task_id)
+    return task_response(task, 200 if done else 202)
+
+
+@tasks_router.post(
+    "/tasks/{task_id}/retry",
+    status_code=202,
+    response_model=TaskOut,
+    responses=_errors(401, 404, 409, 422),
+)
+async def retry_task(task_id: str, service: ServiceDep) -> Response:
+    """Start a new task like a failed or cancelled one."""
+    task = await service.retry(task_id)
+    return task_response(task, 202, Location=f"/tasks/{task.id}")
+
+
+@tasks_router.get("/task-types", response_model=list[TaskType], responses=_errors(401))
+async def task_types(service: ServiceDep) -> list[dict[str, Any]]:
+    """The task types this service runs, with the JSON Schema of their params."""
+    return service.task_types()
+
+
+@health_router.get("/health", response_model=Health, responses={503: {"model": ErrorOut}})
+async def health(service: ServiceDep) -> dict[str, Any]:
+    """200 while the database can be used, else 503."""
+    await service.store.ping()
+    return {"status": "ok", "worker": service.runner.worker_id, "running": service.runner.running}
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+_STATUS_OF_ERROR: dict[type[TaskError], int] = {
+    TaskNotFound: 404,
+    UnknownTaskType: 422,
+    InvalidRequest: 422,
+    InvalidTransition: 409,
+    IdempotencyConflict: 409,
+    StoreUnavailable: 503,
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every domain error to its HTTP status, in this one place."""
+
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, InvalidParams):
+            for error in exc.errors:
+                error["loc"] = ["body", "params", *error["loc"]]
+            return JSONResponse({"detail": exc.errors}, status_code=422)
+        status_code = _STATUS_OF_ERROR.get(type(exc), 500)
+        headers = {"Retry-After": "1"} if status_code == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
+
+    app.add_exception_handler(TaskError, domain_error)

@@ -1,0 +1,100 @@
+"""Settings, read once from TASKS_* environment variables and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A TASKS_* variable holds a value the service cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db: str = "tasks.db"
+    modules: tuple[str, ...] = ()
+    concurrency: int = 8
+    api_token: str | None = field(default=None, repr=False)
+    shutdown_grace: float = 10.0
+    result_ttl: float = 604800.0
+    max_body: int = 1048576
+    data_dir: Path = Path("data")
+    max_upload: int = 104857600
+    smtp_url: str | None = field(default=None, repr=False)
+    smtp_from: str | None = None
+    # Not in SPEC.md's table: knobs for operators and tests.
+    sqlite_synchronous: str = "FULL"
+    lease_seconds: float = 30.0
+    watch_interval: float = 0.2
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment; a bad value is a clear error, not a default."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        default = cls()
+        return cls(
+            db=reader.text("TASKS_DB", default.db),
+            modules=tuple(m.strip() for m in env.get("TASKS_MODULES", "").split(",") if m.strip()),
+            concurrency=reader.integer("TASKS_CONCURRENCY", default.concurrency, minimum=1),
+            api_token=env.get("TASKS_API_TOKEN") or None,
+            shutdown_grace=reader.number("TASKS_SHUTDOWN_GRACE", default.shutdown_grace),
+            result_ttl=reader.number("TASKS_RESULT_TTL", default.result_ttl),
+            max_body=reader.integer("TASKS_MAX_BODY", default.max_body, minimum=1),
+            data_dir=Path(reader.text("TASKS_DATA_DIR", str(default.data_dir))),
+            max_upload=reader.integer("TASKS_MAX_UPLOAD", default.max_upload, minimum=1),
+            smtp_url=env.get("TASKS_SMTP_URL") or None,
+            smtp_from=env.get("TASKS_SMTP_FROM") or None,
+            sqlite_synchronous=reader.choice(
+                "TASKS_SQLITE_SYNCHRONOUS", default.sqlite_synchronous, ("FULL", "NORMAL")
+            ),
+            lease_seconds=reader.number("TASKS_LEASE_SECONDS", default.lease_seconds, minimum=1),
+            watch_interval=reader.number(
+                "TASKS_WATCH_INTERVAL", default.watch_interval, minimum=0.01
+            ),
+            log_level=reader.choice(
+                "TASKS_LOG_LEVEL", default.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def text(self, name: str, default: str) -> str:
+        return self.env.get(name) or default
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.env.get(name)
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if value < minimum:
+            raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0) -> float:
+        raw = self.env.get(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not value >= minimum or value == float("inf"):
+            raise SettingsError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+        return value
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        raw = (self.env.get(name) or default).upper()
+        if raw not in options:
+            raise SettingsError(f"{name} must be one of {', '.join(options)}, got {raw!r}")
+        return raw

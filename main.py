@@ -1,0 +1,64 @@
+"""The application: `uvicorn main:app`. Builds the app from settings and wires its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import health_router, install_error_handlers, tasks_router
+from config import Settings
+from limits import RequestLimits
+from runner import Runner
+from service import TaskService
+from store import open_store
+from tasks import BUILTIN_MODULES, TaskRegistry
+
+log = logging.getLogger("tasks")
+
+
+def configure_logging(level: str) -> None:
+    """Our log lines beside uvicorn's, unless the host application set up logging itself."""
+    logger = logging.getLogger("tasks")
+    logger.setLevel(level)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The service, configured by `settings` (by default read from TASKS_* variables)."""
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    registry = TaskRegistry.from_modules([*BUILTIN_MODULES, *settings.modules])
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await open_store(settings)
+        runner = Runner(store, registry, settings)
+        try:
+            await runner.start()
+            app.state.service = TaskService(store, runner, registry)
+            yield
+        finally:
+            await runner.stop()
+            await store.close()
+
+    app = FastAPI(
+        title="Tasks",
+        summary="Durable, observable, cancellable background tasks, backed by SQLite.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(tasks_router)
+    app.include_router(health_router)
+    install_error_handlers(app)
+    app.add_middleware(RequestLimits, body_limit=lambda path: settings.max_body)
+    return app
+
+
+app = create_app()

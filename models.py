@@ -1,0 +1,191 @@
+"""The task record, its statuses and the domain errors (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING})
+
+# A task whose process died this many times while running it is given up on.
+MAX_INTERRUPTIONS = 3
+
+
+@dataclass(slots=True)
+class Task:
+    """One task as stored. Times are Unix seconds; `to_json` gives SPEC.md's shape."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    status: TaskStatus
+    progress: float | None
+    message: str | None
+    result: Any
+    error: str | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    created_at: float
+    run_at: float
+    started_at: float | None
+    finished_at: float | None
+    cancel_requested: bool
+    schedule_id: str | None
+    timeout: float | None = None
+    owner: str | None = None
+    interruptions: int = 0
+    released: int = 0
+
+    @property
+    def counted_attempts(self) -> int:
+        """Starts held against max_attempts: crashes and graceful shutdowns are not."""
+        return self.attempts - self.interruptions - self.released
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "params": self.params,
+            "status": self.status.value,
+            "progress": self.progress,
+            "message": self.message,
+            "result": self.result,
+            "error": self.error,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "priority": self.priority,
+            "created_at": iso(self.created_at),
+            "run_at": iso(self.run_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "cancel_requested": self.cancel_requested,
+            "schedule_id": self.schedule_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated request to create a task; `params` are already JSON-ready."""
+
+    name: str
+    params: dict[str, Any]
+    priority: int = 0
+    run_at: float | None = None
+    max_attempts: int = 1
+    timeout: float | None = None
+    schedule_id: str | None = None
+    # At most one task holds a unique key: an Idempotency-Key, or a schedule's tick.
+    unique_key: str | None = None
+    request_hash: str | None = None
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON; NaN and infinities are refused, as JSON has no such numbers."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_last_micros = 0
+_ID_LENGTH = 26
+
+
+def new_task_id() -> tuple[str, float]:
+    """A 26-character id that sorts by creation time, and that creation time.
+
+    52 bits of microseconds since the epoch, then 78 random bits. Within a process the
+    microseconds strictly increase, so ids never tie and sort exactly as they were made.
+    """
+    global _last_micros
+    with _id_lock:
+        micros = max(time.time_ns() // 1000, _last_micros + 1)
+        _last_micros = micros
+    value = (micros << 78) | random.getrandbits(78)
+    chars = []
+    for _ in range(_ID_LENGTH):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars)), micros / 1_000_000
+
+
+def is_task_id(text: str) -> bool:
+    return len(text) == _ID_LENGTH and all(c in _CROCKFORD for c in text)
+
+
+def _reseed_after_fork() -> None:
+    random.seed(os.urandom(16))
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
+class TaskError(Exception):
+    """Base of the errors the service reports to its callers."""
+
+
+class TaskNotFound(TaskError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}")
+        self.task_id = task_id
+
+
+class UnknownTaskType(TaskError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown task type {name!r}; known types: {', '.join(known) or '(none)'}")
+        self.name = name
+        self.known = known
+
+
+class InvalidParams(TaskError):
+    """Params that fail validation; `errors` are pydantic's error dicts, JSON-ready."""
+
+    def __init__(self, name: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"invalid params for task type {name!r}")
+        self.errors = errors
+
+
+class InvalidRequest(TaskError):
+    """A request that contradicts itself or the service (e.g. delay and run_at together)."""
+
+
+class InvalidTransition(TaskError):
+    def __init__(self, task: Task, action: str) -> None:
+        super().__init__(f"cannot {action} task {task.id}: it is {task.status.value}")
+        self.task = task
+
+
+class IdempotencyConflict(TaskError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"this Idempotency-Key was already used, with a different request body, "
+            f"for task {task_id}"
+        )
+
+
+class StoreUnavailable(TaskError):
+    """The database cannot be used right now (disk full, locked too long, gone)."""

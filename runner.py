@@ -1,0 +1,469 @@
+"""Runs tasks: claims them, runs each attempt, records how it ended.
+
+`async def` tasks run as asyncio tasks, `def` tasks in daemon threads. At most
+`concurrency` attempts run at once; a `def` task that timed out or was abandoned keeps its
+slot until its thread really ends. The dispatcher is woken by an enqueue, by a freed slot
+or by the next `run_at`, never by a polling loop. A watcher notices what other processes
+committed (cancels, new tasks) and recovers the tasks of processes that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import liveness
+from config import Settings
+from models import NewTask, StoreUnavailable, Task, TaskStatus, dump_json
+from store import Outcome, Store, WorkerInfo
+from tasks import Context, PermanentError, TaskDefinition, TaskRegistry
+
+log = logging.getLogger("tasks.runner")
+
+_RETRY_FIRST_WAIT = 1.0
+_RETRY_MAX_WAIT = 300.0
+_HEARTBEAT_EVERY = 1.0
+_SWEEP_EVERY = 1.0
+_FORCED_STOP_WAIT = 5.0
+
+
+def retry_delay(failed_attempts: int) -> float:
+    """About a second after the first failure, doubling each time, capped, with jitter."""
+    base = min(_RETRY_MAX_WAIT, _RETRY_FIRST_WAIT * 2 ** (failed_attempts - 1))
+    return base * random.uniform(0.75, 1.25)
+
+
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    """One attempt being run by this process; forgotten as soon as it is recorded."""
+
+    task: Task
+    definition: TaskDefinition
+    context: Context
+    started: float = field(default_factory=time.monotonic)
+    handle: asyncio.Task[None] | None = None
+    interruptible: bool = False  # True while an asyncio cancel would land in the task's code
+    cancel_requested: bool = False
+    shutting_down: bool = False
+
+
+class Runner:
+    def __init__(self, store: Store, registry: TaskRegistry, settings: Settings) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.worker_id = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._slots = settings.concurrency
+        self._busy = 0
+        self._attempts: dict[str, _Attempt] = {}
+        self._wake = asyncio.Event()
+        self._backlog = True  # due pending tasks may exist
+        self._backlog_marks = 0  # bumped whenever work is noted, so a claim can't lose it
+        self._recheck = True  # another process committed something: look again
+        self._next_run_at: float | None = None
+        self._accepting = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._chores: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def running(self) -> int:
+        """Attempts this process is running now."""
+        return len(self._attempts)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.store.register_worker(self._worker_info())
+        await self._recover_dead()
+        self._accepting = True
+        self._loops = [
+            asyncio.create_task(self._dispatch_forever(), name="runner-dispatch"),
+            asyncio.create_task(self._watch_forever(), name="runner-watch"),
+        ]
+        log.info("runner %s started: up to %d tasks at once", self.worker_id, self._slots)
+
+    async def stop(self) -> None:
+        """Start nothing new; give running tasks the grace period; hand back the rest."""
+        self._accepting = False
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        running = [a.handle for a in self._attempts.values() if a.handle]
+        if running:
+            grace = self.settings.shutdown_grace
+            log.info("waiting up to %g s for %d running tasks", grace, len(running))
+            _, unfinished = await asyncio.wait(running, timeout=grace)
+            if unfinished:
+                await self._hand_back(unfinished)
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.remove_worker(self.worker_id)
+        log.info("runner %s stopped", self.worker_id)
+
+    async def _hand_back(self, unfinished: set[asyncio.Task[None]]) -> None:
+        log.info("%d tasks outlived the grace period: handing them back", len(unfinished))
+        for attempt in list(self._attempts.values()):
+            attempt.shutting_down = True
+            attempt.context.request_cancel()
+            if attempt.interruptible and attempt.handle:
+                attempt.handle.cancel()
+        _, stuck = await asyncio.wait(unfinished, timeout=_FORCED_STOP_WAIT)
+        # Only a task that swallows cancellation gets here: give its row back regardless.
+        for attempt in list(self._attempts.values()):
+            if attempt.handle in stuck:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release(attempt.task)
+
+    def _worker_info(self) -> WorkerInfo:
+        pid = os.getpid()
+        return WorkerInfo(
+            id=self.worker_id,
+            host=liveness.this_host(),
+            pid=pid,
+            pid_started=liveness.process_started(pid),
+            seen_at=time.time(),
+        )
+
+    # -- enqueue and cancel ----------------------------------------------------------------
+
+    async def submit(self, new: NewTask) -> tuple[Task, bool]:
+        """Store a new task; when a slot is free and nothing waits, it starts at once."""
+        now = time.time()
+        due = new.run_at is None or new.run_at <= now
+        claim = self._accepting and due and not self._backlog and self._busy < self._slots
+        if claim:
+            self._busy += 1  # reserved before the insert, so no other start can take it
+        try:
+            task, created = await self.store.create(
+                new, claim_for=self.worker_id if claim else None
+            )
+        except BaseException:
+            if claim:
+                self._free_slot()
+            raise
+        if claim and created:
+            self._launch(task)
+        elif claim:
+            self._free_slot()
+        elif created:
+            self._note_pending(task.run_at)
+        return task, created
+
+    def cancel_running(self, task_id: str) -> None:
+        """Stop a task this process runs (its cancel is already stored)."""
+        attempt = self._attempts.get(task_id)
+        if attempt is None or attempt.cancel_requested:
+            return
+        attempt.cancel_requested = True
+        attempt.context.request_cancel()
+        if attempt.definition.is_async and attempt.interruptible and attempt.handle:
+            attempt.handle.cancel()
+        log.info("task %s (%s): cancel requested while running", task_id, attempt.task.name)
+
+    def _note_pending(self, run_at: float) -> None:
+        self._backlog_marks += 1
+        if run_at <= time.time():
+            self._backlog = True
+        elif self._next_run_at is None or run_at < self._next_run_at:
+            self._next_run_at = run_at
+        self._wake.set()
+
+    def _free_slot(self) -> None:
+        self._busy -= 1
+        if self._backlog:
+            self._wake.set()
+
+    # -- the dispatcher --------------------------------------------------------------------
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self._dispatch_once()
+            except StoreUnavailable as exc:
+                log.warning("cannot claim tasks: %s", exc)
+                await asyncio.sleep(1)
+                continue
+            free = self._slots - self._busy
+            if free > 0 and self._backlog and self._accepting:
+                continue
+            timeout = None
+            if free > 0 and self._next_run_at is not None:
+                timeout = max(0.0, self._next_run_at - time.time())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:  # the next run_at has come
+                self._backlog = True
+                self._next_run_at = None
+
+    async def _dispatch_once(self) -> None:
+        if self._recheck:
+            self._recheck = False
+            if await self.store.has_due():
+                self._backlog = True
+            else:
+                self._next_run_at = await self.store.next_run_at()
+        free = self._slots - self._busy
+        if not (self._backlog and free > 0 and self._accepting):
+            return
+        marks = self._backlog_marks
+        claimed = await self.store.claim(self.worker_id, free)
+        for task in claimed:
+            self._busy += 1
+            self._launch(task)
+        if len(claimed) < free and marks == self._backlog_marks:
+            self._backlog = False
+            next_run_at = await self.store.next_run_at()
+            if marks == self._backlog_marks:
+                self._next_run_at = next_run_at
+
+    # -- running one attempt ---------------------------------------------------------------
+
+    def _launch(self, task: Task) -> None:
+        """Run an attempt whose slot is already counted in `_busy`."""
+        assert self._loop is not None
+        if task.name not in self.registry:
+            chore = asyncio.create_task(self._fail_unknown(task))
+            self._chores.add(chore)
+            chore.add_done_callback(self._chores.discard)
+            return
+        definition = self.registry.get(task.name)
+        context = Context(task.id, task.attempts, self.store, self._loop)
+        attempt = _Attempt(task, definition, context)
+        self._attempts[task.id] = attempt
+        log.debug("task %s (%s) attempt %d started", task.id, task.name, task.attempts)
+        runner = self._run_async if definition.is_async else self._run_in_thread
+        attempt.handle = asyncio.create_task(runner(attempt), name=f"task-{task.id}")
+
+    async def _fail_unknown(self, task: Task) -> None:
+        """A stored task whose type this process does not have (its module was removed)."""
+        error = f"task type {task.name!r} is not registered in this service"
+        log.error("task %s cannot run: %s", task.id, error)
+        try:
+            outcome = Outcome(TaskStatus.FAILED, error=error)
+            await self._with_store_retries(lambda: self.store.finish(task, outcome))
+        finally:
+            self._free_slot()
+
+    async def _run_async(self, attempt: _Attempt) -> None:
+        task, definition = attempt.task, attempt.definition
+        outcome: Outcome | None = None
+        deadline = asyncio.timeout(task.timeout)
+        try:
+            kwargs = definition.bind(task.params)
+            attempt.interruptible = True
+            async with deadline:
+                result = await definition.fn(attempt.context, **kwargs)
+            attempt.interruptible = False
+            outcome = self._completed(attempt, result)
+        except asyncio.CancelledError as exc:
+            attempt.interruptible = False
+            if not (attempt.cancel_requested or attempt.shutting_down):
+                if _being_cancelled():
+                    raise
+                outcome = self._failed(attempt, exc)  # the task's own code cancelled itself
+        except TimeoutError as exc:
+            attempt.interruptible = False
+            outcome = self._failed(attempt, exc, timed_out=deadline.expired())
+        except (Exception, SystemExit) as exc:
+            attempt.interruptible = False
+            outcome = self._failed(attempt, exc)
+        try:
+            await self._conclude(attempt, outcome)
+        finally:
+            self._forget(attempt)
+            self._free_slot()
+
+    async def _run_in_thread(self, attempt: _Attempt) -> None:
+        task, definition = attempt.task, attempt.definition
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        outcome: Outcome | None = None
+        try:
+            kwargs = definition.bind(task.params)
+        except Exception as exc:
+            outcome = self._failed(attempt, exc)
+            try:
+                await self._conclude(attempt, outcome)
+            finally:
+                self._forget(attempt)
+                self._free_slot()
+            return
+
+        def settle(value: tuple[bool, Any]) -> None:
+            if not done.done():
+                done.set_result(value)
+            self._free_slot()  # the slot is free only now that the thread has ended
+
+        def body() -> None:
+            try:
+                value: tuple[bool, Any] = (True, definition.fn(attempt.context, **kwargs))
+            except BaseException as exc:
+                value = (False, exc)
+            loop.call_soon_threadsafe(settle, value)
+
+        threading.Thread(target=body, name=f"task-{task.id}", daemon=True).start()
+        deadline = asyncio.timeout(task.timeout)
+        try:
+            attempt.interruptible = True  # only shutdown interrupts the wait; cancel is a flag
+            async with deadline:
+                ok, value = await done
+            attempt.interruptible = False
+            outcome = self._completed(attempt, value) if ok else self._failed(attempt, value)
+        except asyncio.CancelledError:
+            attempt.interruptible = False
+            if not attempt.shutting_down:
+                raise
+            log.warning("task %s (%s): its thread is abandoned at shutdown", task.id, task.name)
+        except TimeoutError as exc:
+            attempt.interruptible = False
+            attempt.context.request_cancel()
+            outcome = self._failed(attempt, exc, timed_out=deadline.expired())
+        try:
+            await self._conclude(attempt, outcome)
+        finally:
+            self._forget(attempt)
+
+    def _completed(self, attempt: _Attempt, result: Any) -> Outcome:
+        try:
+            encoded = dump_json(result)
+        except (TypeError, ValueError) as exc:
+            error = f"the task's return value is not JSON-serialisable: {exc}"
+            return self._failed(attempt, PermanentError(error), plain=error)
+        return Outcome(TaskStatus.COMPLETED, result_json=encoded)
+
+    def _failed(
+        self,
+        attempt: _Attempt,
+        exc: BaseException,
+        *,
+        timed_out: bool = False,
+        plain: str | None = None,
+    ) -> Outcome:
+        task = attempt.task
+        if timed_out:
+            error = f"timed out after {task.timeout:g} s"
+        else:
+            error = plain or f"{type(exc).__name__}: {exc}"
+        retry = not isinstance(exc, PermanentError) and task.counted_attempts < task.max_attempts
+        where = f"task {task.id} ({task.name}) attempt {task.attempts}/{task.max_attempts}"
+        exc_info = None if (timed_out or plain) else exc
+        if retry:
+            delay = retry_delay(task.counted_attempts)
+            log.warning("%s failed, retry in %.1f s: %s", where, delay, error, exc_info=exc_info)
+            return Outcome(TaskStatus.PENDING, error=error, retry_at=time.time() + delay)
+        log.error("%s failed: %s", where, error, exc_info=exc_info)
+        return Outcome(TaskStatus.FAILED, error=error)
+
+    async def _conclude(self, attempt: _Attempt, outcome: Outcome | None) -> None:
+        """Store how the attempt ended; a stored cancel wins over whatever it returned."""
+        task = attempt.task
+        if attempt.cancel_requested:
+            outcome = Outcome(TaskStatus.CANCELLED)
+        elif attempt.shutting_down or outcome is None:
+            await self._with_store_retries(lambda: self.store.release(task))
+            log.info("task %s (%s) handed back for the next start", task.id, task.name)
+            return
+        await self._record(attempt, outcome)
+
+    async def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
+        task = attempt.task
+        await self._with_store_retries(lambda: self.store.finish(task, outcome))
+        took = time.monotonic() - attempt.started
+        if outcome.status is TaskStatus.PENDING:
+            assert outcome.retry_at is not None
+            self._note_pending(outcome.retry_at)
+        elif outcome.status is TaskStatus.COMPLETED:
+            log.info("task %s (%s) completed in %.3f s", task.id, task.name, took)
+        else:
+            log.info("task %s (%s) %s after %.3f s", task.id, task.name, outcome.status, took)
+
+    async def _with_store_retries(self, write: Any) -> None:
+        """A finished attempt must reach the store: retry while the database is unavailable."""
+        delay = 0.1
+        while True:
+            try:
+                await write()
+                return
+            except StoreUnavailable as exc:
+                log.warning("cannot record a task's outcome yet (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _forget(self, attempt: _Attempt) -> None:
+        self._attempts.pop(attempt.task.id, None)
+
+    # -- watching other processes ----------------------------------------------------------
+
+    async def _watch_forever(self) -> None:
+        last_beat = last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.watch_interval)
+            try:
+                now = time.monotonic()
+                if now - last_beat >= _HEARTBEAT_EVERY:
+                    last_beat = now
+                    await self._heartbeat()
+                if await self.store.changed():
+                    await self._apply_changes()
+                if now - last_sweep >= _SWEEP_EVERY:
+                    last_sweep = now
+                    await self._recover_dead()
+            except StoreUnavailable as exc:
+                log.warning("watcher cannot reach the task store: %s", exc)
+            except Exception:
+                log.exception("watcher failed; it goes on")
+
+    async def _heartbeat(self) -> None:
+        if not await self.store.heartbeat(self.worker_id):
+            log.warning("runner %s was taken for dead by another process", self.worker_id)
+            await self.store.register_worker(self._worker_info())
+
+    async def _apply_changes(self) -> None:
+        if self._attempts:
+            for task_id in await self.store.cancel_requests(self.worker_id):
+                self.cancel_running(task_id)
+        self._recheck = True
+        if self._busy < self._slots:
+            self._wake.set()
+
+    async def _recover_dead(self) -> None:
+        now = time.time()
+        dead = [w.id for w in await self.store.workers() if self._is_dead(w, now)]
+        dead.extend(await self.store.orphan_owners())
+        for worker_id in dead:
+            recovered = await self.store.recover(worker_id)
+            await self.store.remove_worker(worker_id)
+            for task in recovered:
+                log.warning(
+                    "task %s (%s) was running in process %s, which died: now %s",
+                    task.id,
+                    task.name,
+                    worker_id,
+                    task.status,
+                )
+            if recovered:
+                self._backlog = True
+                self._wake.set()
+
+    def _is_dead(self, worker: WorkerInfo, now: float) -> bool:
+        if worker.id == self.worker_id:
+            return False
+        if worker.host == liveness.this_host():
+            return not liveness.is_alive(worker.pid, worker.pid_started)
+        return now - worker.seen_at > self.settings.lease_seconds
+
+
+def _being_cancelled() -> bool:
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0

@@ -1,0 +1,147 @@
+"""The Python API of the service: enqueue, get, list, cancel, retry. HTTP routes call it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from models import (
+    TERMINAL_STATUSES,
+    InvalidRequest,
+    InvalidTransition,
+    NewTask,
+    Task,
+    TaskNotFound,
+    TaskStatus,
+    is_task_id,
+)
+from runner import Runner
+from store import Store
+from tasks import TaskDefinition, TaskRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    task: Task
+    created: bool  # False: an earlier request with the same Idempotency-Key made it
+
+
+class TaskService:
+    def __init__(self, store: Store, runner: Runner, registry: TaskRegistry) -> None:
+        self.store = store
+        self.runner = runner
+        self.registry = registry
+
+    async def enqueue(self, task_type: str | TaskDefinition, /, **params: Any) -> Task:
+        """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
+        name = task_type if isinstance(task_type, str) else task_type.name
+        return (await self.submit(name, params)).task
+
+    async def submit(
+        self,
+        name: str,
+        params: dict[str, Any] | None = None,
+        *,
+        priority: int = 0,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        schedule_id: str | None = None,
+    ) -> Submitted:
+        """Validate and store a task; UnknownTaskType or InvalidParams before anything is stored."""
+        definition = self.registry.get(name)
+        validated = definition.validate(params or {})
+        if delay is not None and run_at is not None:
+            raise InvalidRequest("give delay or run_at, not both")
+        if delay is not None and delay < 0:
+            raise InvalidRequest("delay must not be negative")
+        if run_at is not None and run_at.tzinfo is None:
+            raise InvalidRequest("run_at needs a time zone, e.g. 2030-01-01T00:00:00Z")
+        start_at: float | None = None
+        if delay:
+            start_at = time.time() + delay
+        elif run_at is not None:
+            start_at = run_at.timestamp()
+        new = NewTask(
+            name=definition.name,
+            params=validated,
+            priority=priority,
+            run_at=start_at,
+            max_attempts=max_attempts or definition.max_attempts,
+            timeout=timeout or definition.timeout,
+            schedule_id=schedule_id,
+            unique_key=None if idempotency_key is None else f"key:{idempotency_key}",
+            request_hash=request_hash,
+        )
+        task, created = await self.runner.submit(new)
+        return Submitted(task, created)
+
+    async def get(self, task_id: str) -> Task:
+        task = await self.store.get(task_id) if is_task_id(task_id) else None
+        if task is None:
+            raise TaskNotFound(task_id)
+        return task
+
+    async def list(
+        self,
+        *,
+        statuses: list[TaskStatus] | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first; `cursor` is a previous page's `next_cursor`."""
+        if cursor is not None and not is_task_id(cursor):
+            raise InvalidRequest("cursor is not one this service gave out")
+        wanted = sorted({s.value for s in statuses or ()})
+        tasks = await self.store.list(statuses=wanted, name=name, before_id=cursor, limit=limit + 1)
+        more = len(tasks) > limit
+        items = tasks[:limit]
+        return Page(items, items[-1].id if more else None)
+
+    async def cancel(self, task_id: str) -> tuple[Task, bool]:
+        """Cancel a task: (task, True) if it is now cancelled, (task, False) if asked to stop."""
+        if not is_task_id(task_id):
+            raise TaskNotFound(task_id)
+        for _ in range(3):  # a task may start between two looks: look again
+            task = await self.store.cancel_pending(task_id)
+            if task is not None:
+                return task, True
+            task = await self.store.request_cancel(task_id)
+            if task is not None:
+                self.runner.cancel_running(task_id)
+                return task, False
+            task = await self.store.get(task_id)
+            if task is None:
+                raise TaskNotFound(task_id)
+            if task.status in TERMINAL_STATUSES:
+                raise InvalidTransition(task, "cancel")
+        raise InvalidTransition(task, "cancel")
+
+    async def retry(self, task_id: str) -> Task:
+        """A new task with the same type, params and options as a failed or cancelled one."""
+        old = await self.get(task_id)
+        if old.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            raise InvalidTransition(old, "retry")
+        submitted = await self.submit(
+            old.name,
+            old.params,
+            priority=old.priority,
+            max_attempts=old.max_attempts,
+            timeout=old.timeout,
+        )
+        return submitted.task
+
+    def task_types(self) -> list[dict[str, Any]]:
+        return [definition.describe() for definition in self.registry]

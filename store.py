@@ -1,0 +1,670 @@
+"""Every SQL statement of the service: one SQLite file through aiosqlite.
+
+Writes go through one writer connection and are group-committed: whatever was asked for while
+the previous transaction committed goes into the next one, so a thousand tasks cost a few
+transactions, not a thousand. A caller's write is acknowledged only once its transaction is
+committed. Reads use their own connection and never wait for the writer (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiosqlite
+
+from config import Settings
+from models import (
+    MAX_INTERRUPTIONS,
+    TERMINAL_STATUSES,
+    IdempotencyConflict,
+    NewTask,
+    StoreUnavailable,
+    Task,
+    TaskStatus,
+    dump_json,
+    new_task_id,
+)
+
+log = logging.getLogger("tasks.store")
+
+
+class StoreOpenError(RuntimeError):
+    """The database cannot be opened as a task store; the service must not start."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A process that runs tasks, as it last reported itself."""
+
+    id: str
+    host: str
+    pid: int
+    pid_started: str
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the runner decided it."""
+
+    status: TaskStatus
+    result_json: str | None = None
+    error: str | None = None
+    retry_at: float | None = None  # set with status PENDING: wait for a retry
+
+
+class Store(Protocol):
+    """The storage verbs the runner and the service use; nothing above knows the database."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def create(self, new: NewTask, *, claim_for: str | None = None) -> tuple[Task, bool]: ...
+    async def get(self, task_id: str) -> Task | None: ...
+    async def list(
+        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+    ) -> list[Task]: ...
+
+    async def claim(self, owner: str, limit: int) -> list[Task]: ...
+    async def finish(self, task: Task, outcome: Outcome) -> None: ...
+    def report_progress(self, task_id: str, percent: float, message: str | None) -> None: ...
+    def progress_committed(self) -> asyncio.Future[None] | None: ...
+    async def release(self, task: Task) -> None: ...
+    async def cancel_pending(self, task_id: str) -> Task | None: ...
+    async def request_cancel(self, task_id: str) -> Task | None: ...
+    async def cancel_requests(self, owner: str) -> list[str]: ...
+
+    async def next_run_at(self) -> float | None: ...
+    async def has_due(self) -> bool: ...
+    async def changed(self) -> bool: ...
+
+    async def register_worker(self, worker: WorkerInfo) -> None: ...
+    async def heartbeat(self, worker_id: str) -> bool: ...
+    async def workers(self) -> list[WorkerInfo]: ...
+    async def recover(self, worker_id: str) -> list[Task]: ...
+    async def remove_worker(self, worker_id: str) -> None: ...
+    async def orphan_owners(self) -> list[str]: ...
+    async def purge(self, older_than: float) -> int: ...
+
+
+async def open_store(settings: Settings) -> Store:
+    """The store that TASKS_DB names, opened and migrated."""
+    if settings.db.startswith(("postgresql://", "postgres://")):
+        raise StoreOpenError("PostgreSQL is not supported yet: set TASKS_DB to a file path")
+    store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
+    await store.open()
+    return store
+
+
+# Each entry moves the schema one version on; never edit one that has shipped.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE tasks (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            params TEXT NOT NULL,
+            status TEXT NOT NULL,
+            progress REAL,
+            message TEXT,
+            result TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            run_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            schedule_id TEXT,
+            timeout REAL,
+            owner TEXT,
+            interruptions INTEGER NOT NULL DEFAULT 0,
+            released INTEGER NOT NULL DEFAULT 0,
+            unique_key TEXT,
+            request_hash TEXT
+        )""",
+        # The claim: due pending tasks by priority, then run_at, then age.
+        "CREATE INDEX tasks_due ON tasks (priority DESC, run_at, id) WHERE status = 'pending'",
+        "CREATE INDEX tasks_next_run ON tasks (run_at) WHERE status = 'pending'",
+        "CREATE INDEX tasks_running ON tasks (owner) WHERE status = 'running'",
+        "CREATE INDEX tasks_by_status ON tasks (status, id)",
+        "CREATE INDEX tasks_by_name ON tasks (name, id)",
+        "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL",
+        "CREATE UNIQUE INDEX tasks_unique_key ON tasks (unique_key) WHERE unique_key IS NOT NULL",
+        """CREATE TABLE workers (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            pid_started TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        )""",
+    ],
+]
+
+_COLUMNS = (
+    "id, name, params, status, progress, message, result, error, attempts, max_attempts, "
+    "priority, created_at, run_at, started_at, finished_at, cancel_requested, schedule_id, "
+    "timeout, owner, interruptions, released"
+)
+
+_INSERT = (
+    "INSERT INTO tasks (id, name, params, status, attempts, max_attempts, priority, created_at, "
+    "run_at, started_at, schedule_id, timeout, owner, unique_key, request_hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_UNIQUE = _INSERT + (
+    " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
+)
+_CLAIM = (
+    "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, started_at = ? "
+    "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= ? "
+    "ORDER BY priority DESC, run_at, id LIMIT ?) "
+    f"RETURNING {_COLUMNS}"
+)
+_FINISH = (
+    "UPDATE tasks SET status = ?, result = ?, error = ?, finished_at = ?, "
+    "run_at = COALESCE(?, run_at) "
+    "WHERE id = ? AND owner = ? AND status = 'running'"
+)
+_PROGRESS = "UPDATE tasks SET progress = ?, message = ? WHERE id = ? AND status = 'running'"
+# A graceful shutdown gives the task back, unless its user asked for it to be cancelled.
+_RELEASE = (
+    "UPDATE tasks SET released = released + 1, "
+    "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END, "
+    "finished_at = CASE WHEN cancel_requested THEN ? END "
+    "WHERE id = ? AND owner = ? AND status = 'running'"
+)
+_INTERRUPTED_ERROR = (
+    f"interrupted {MAX_INTERRUPTIONS} times: the process running it died each time, "
+    "so it will not be started again"
+)
+# Tasks of a dead process: run again, or give up after repeated interruptions.
+_RECOVER = (
+    "UPDATE tasks SET interruptions = interruptions + 1, "
+    "status = CASE WHEN cancel_requested THEN 'cancelled' "
+    f"  WHEN interruptions + 1 >= {MAX_INTERRUPTIONS} THEN 'failed' ELSE 'pending' END, "
+    "error = CASE WHEN cancel_requested THEN error "
+    f"  WHEN interruptions + 1 >= {MAX_INTERRUPTIONS} THEN ? ELSE error END, "
+    "finished_at = CASE WHEN cancel_requested "
+    f"  OR interruptions + 1 >= {MAX_INTERRUPTIONS} THEN ? END, "
+    "run_at = ? "
+    f"WHERE owner = ? AND status = 'running' RETURNING {_COLUMNS}"
+)
+
+_BUSY_TIMEOUT_MS = 15000
+
+
+@dataclass(slots=True)
+class _Write:
+    sql: str
+    params: list[Sequence[Any]]
+    returning: bool
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+
+
+class SqliteStore:
+    """The SQLite store: one writer connection fed by a group committer, one reader."""
+
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: list[_Write] = []
+        self._progress: dict[str, tuple[float, str | None]] = {}
+        self._progress_waiter: asyncio.Future[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._data_version: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._writer = await self._connect()
+            await self._prepare_writer(self._writer)
+            self._reader = await self._connect()
+            await self._reader.execute("PRAGMA query_only = 1")
+        except sqlite3.DatabaseError as exc:
+            await self._close_connections()
+            raise StoreOpenError(f"cannot use {self.path!r} as the task database: {exc}") from exc
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._flusher = asyncio.create_task(self._flush_forever(), name="store-group-commit")
+
+    async def close(self) -> None:
+        """Commit everything already asked for, then close."""
+        self._closing = True
+        if self._flusher is not None:
+            self._wakeup.set()
+            await self._flusher
+            self._flusher = None
+        await self._close_connections()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        await conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        return conn
+
+    async def _close_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def _prepare_writer(self, conn: aiosqlite.Connection) -> None:
+        # Switching to WAL fails at once, ignoring the busy timeout, while another process
+        # (a sibling --workers process) writes: retry for as long as the busy timeout.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        mode = next(iter(rows))[0]
+        if mode != "wal":
+            raise StoreOpenError(f"{self.path!r} could not be switched to WAL (it is {mode!r})")
+        await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
+            if version > len(MIGRATIONS):
+                raise StoreOpenError(
+                    f"{self.path!r} has schema version {version}, newer than this service "
+                    f"knows ({len(MIGRATIONS)}): upgrade the service"
+                )
+            for number in range(version, len(MIGRATIONS)):
+                for statement in MIGRATIONS[number]:
+                    await conn.execute(statement)
+                log.info("database %s migrated to schema version %d", self.path, number + 1)
+            await conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+
+    async def ping(self) -> None:
+        await self._read("SELECT count(*) FROM workers")
+
+    # -- the group committer ---------------------------------------------------------------
+
+    def _submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
+        if self._flusher is None or self._closing:
+            raise StoreUnavailable("the task store is closed")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(sql, [params], returning, [future]))
+        self._wakeup.set()
+        return future
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        await self._submit(sql, params, returning=False)
+
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        rows: list[Any] = await self._submit(sql, params, returning=True)
+        return rows
+
+    async def _flush_forever(self) -> None:
+        while True:
+            if not (self._queue or self._progress):
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            await self._commit(self._take_batch())
+
+    def _take_batch(self) -> list[_Write]:
+        """Everything queued, writes of the same statement merged into one executemany."""
+        queued, self._queue = self._queue, []
+        if self._progress:
+            rows = [(pct, msg, task_id) for task_id, (pct, msg) in self._progress.items()]
+            self._progress = {}
+            waiter, self._progress_waiter = self._progress_waiter, None
+            queued.append(_Write(_PROGRESS, rows, False, [waiter] if waiter else []))
+        merged: dict[str, _Write] = {}
+        batch: list[_Write] = []
+        for write in queued:
+            if write.returning:
+                batch.append(write)
+                continue
+            same = merged.get(write.sql)
+            if same is None:
+                merged[write.sql] = write
+                batch.append(write)
+            else:
+                same.params.extend(write.params)
+                same.futures.extend(write.futures)
+        return batch
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        conn = self._writer
+        assert conn is not None
+        try:
+            results = await self._run_transaction(conn, batch)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            if len(batch) == 1 and len(batch[0].params) == 1:
+                _settle(batch[0].futures, error=_unavailable(exc))
+                return
+            # One bad write must not sink its neighbours: retry each on its own.
+            for write in batch:
+                for params, future in zip(write.params, write.futures, strict=False):
+                    single = _Write(write.sql, [params], write.returning, [future])
+                    await self._commit([single])
+            return
+        for write, result in zip(batch, results, strict=True):
+            _settle(write.futures, result=result)
+
+    @staticmethod
+    async def _run_transaction(conn: aiosqlite.Connection, batch: list[_Write]) -> list[Any]:
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            results: list[Any] = []
+            for write in batch:
+                if write.returning:
+                    results.append(await conn.execute_fetchall(write.sql, write.params[0]))
+                elif len(write.params) == 1:
+                    await conn.execute(write.sql, write.params[0])
+                    results.append(None)
+                else:
+                    await conn.executemany(write.sql, write.params)
+                    results.append(None)
+            await conn.execute("COMMIT")
+            return results
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.execute("ROLLBACK")
+            raise
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._reader is None:
+            raise StoreUnavailable("the task store is closed")
+        try:
+            return list(await self._reader.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise _unavailable(exc) from exc
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def create(self, new: NewTask, *, claim_for: str | None = None) -> tuple[Task, bool]:
+        """Insert a task; with `claim_for`, insert it already running for that worker.
+
+        With its unique key already taken, nothing is inserted: the task holding the key is
+        returned with False if it was made from the same request, else IdempotencyConflict.
+        """
+        task_id, created_at = new_task_id()
+        run_at = created_at if new.run_at is None else new.run_at
+        status = TaskStatus.RUNNING if claim_for else TaskStatus.PENDING
+        started_at = created_at if claim_for else None
+        attempts = 1 if claim_for else 0
+        params = (
+            task_id,
+            new.name,
+            dump_json(new.params),
+            status.value,
+            attempts,
+            new.max_attempts,
+            new.priority,
+            created_at,
+            run_at,
+            started_at,
+            new.schedule_id,
+            new.timeout,
+            claim_for,
+            new.unique_key,
+            new.request_hash,
+        )
+        task = Task(
+            id=task_id,
+            name=new.name,
+            params=new.params,
+            status=status,
+            progress=None,
+            message=None,
+            result=None,
+            error=None,
+            attempts=attempts,
+            max_attempts=new.max_attempts,
+            priority=new.priority,
+            created_at=created_at,
+            run_at=run_at,
+            started_at=started_at,
+            finished_at=None,
+            cancel_requested=False,
+            schedule_id=new.schedule_id,
+            timeout=new.timeout,
+            owner=claim_for,
+        )
+        if new.unique_key is None:
+            await self._write(_INSERT, params)
+            return task, True
+        while True:
+            if await self._write_returning(_INSERT_UNIQUE, params):
+                return task, True
+            rows = await self._read(
+                f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE unique_key = ?",
+                (new.unique_key,),
+            )
+            if rows:
+                if rows[0][-1] != new.request_hash:
+                    raise IdempotencyConflict(rows[0][0])
+                return _task(rows[0]), False
+            # The holder of the key was deleted in between: the key is free again.
+
+    async def get(self, task_id: str) -> Task | None:
+        rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        return _task(rows[0]) if rows else None
+
+    async def list(
+        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+    ) -> list[Task]:
+        """Newest first; `before_id` continues a previous page."""
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses:
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM tasks {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
+        )
+        return [_task(row) for row in rows]
+
+    async def claim(self, owner: str, limit: int) -> list[Task]:
+        """Mark up to `limit` due tasks running for `owner`, best first."""
+        now = time.time()
+        rows = await self._write_returning(_CLAIM, (owner, now, now, limit))
+        tasks = [_task(row) for row in rows]
+        tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
+        return tasks
+
+    async def finish(self, task: Task, outcome: Outcome) -> None:
+        """Record how an attempt ended; a no-op unless `task.owner` still runs it."""
+        waiting = outcome.status is TaskStatus.PENDING
+        finished_at = None if waiting else time.time()
+        await self._write(
+            _FINISH,
+            (
+                outcome.status.value,
+                outcome.result_json,
+                outcome.error,
+                finished_at,
+                outcome.retry_at,
+                task.id,
+                task.owner,
+            ),
+        )
+
+    def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
+        """Queue a progress update; only the latest per task reaches the next commit."""
+        self._progress[task_id] = (percent, message)
+        self._wakeup.set()
+
+    def progress_committed(self) -> asyncio.Future[None] | None:
+        """A future done once the progress reported so far is committed (None: it is)."""
+        if not self._progress:
+            return None
+        if self._progress_waiter is None:
+            self._progress_waiter = asyncio.get_running_loop().create_future()
+        return self._progress_waiter
+
+    async def release(self, task: Task) -> None:
+        await self._write(_RELEASE, (time.time(), task.id, task.owner))
+
+    async def cancel_pending(self, task_id: str) -> Task | None:
+        """Cancel a task that has not started; None if it is not pending."""
+        rows = await self._write_returning(
+            "UPDATE tasks SET status = 'cancelled', cancel_requested = 1, finished_at = ? "
+            f"WHERE id = ? AND status = 'pending' RETURNING {_COLUMNS}",
+            (time.time(), task_id),
+        )
+        return _task(rows[0]) if rows else None
+
+    async def request_cancel(self, task_id: str) -> Task | None:
+        """Ask the process running a task to stop it; None if it is not running."""
+        rows = await self._write_returning(
+            "UPDATE tasks SET cancel_requested = 1 "
+            f"WHERE id = ? AND status = 'running' RETURNING {_COLUMNS}",
+            (task_id,),
+        )
+        return _task(rows[0]) if rows else None
+
+    async def cancel_requests(self, owner: str) -> list[str]:
+        rows = await self._read(
+            "SELECT id FROM tasks WHERE owner = ? AND status = 'running' AND cancel_requested",
+            (owner,),
+        )
+        return [row[0] for row in rows]
+
+    async def next_run_at(self) -> float | None:
+        rows = await self._read("SELECT min(run_at) FROM tasks WHERE status = 'pending'")
+        return rows[0][0]
+
+    async def has_due(self) -> bool:
+        rows = await self._read(
+            "SELECT 1 FROM tasks WHERE status = 'pending' AND run_at <= ? LIMIT 1", (time.time(),)
+        )
+        return bool(rows)
+
+    async def changed(self) -> bool:
+        """True when anything was committed since the last call (by any connection)."""
+        rows = await self._read("PRAGMA data_version")
+        version = rows[0][0]
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def register_worker(self, worker: WorkerInfo) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO workers (id, host, pid, pid_started, seen_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (worker.id, worker.host, worker.pid, worker.pid_started, worker.seen_at),
+        )
+
+    async def heartbeat(self, worker_id: str) -> bool:
+        """Say this worker lives; False if others already took it for dead."""
+        rows = await self._write_returning(
+            "UPDATE workers SET seen_at = ? WHERE id = ? RETURNING id", (time.time(), worker_id)
+        )
+        return bool(rows)
+
+    async def workers(self) -> list[WorkerInfo]:
+        rows = await self._read("SELECT id, host, pid, pid_started, seen_at FROM workers")
+        return [WorkerInfo(*row) for row in rows]
+
+    async def recover(self, worker_id: str) -> list[Task]:
+        """Put a dead worker's running tasks back to pending (or give up on them)."""
+        now = time.time()
+        rows = await self._write_returning(_RECOVER, (_INTERRUPTED_ERROR, now, now, worker_id))
+        return [_task(row) for row in rows]
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._write("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    async def orphan_owners(self) -> list[str]:
+        """Owners of running tasks that are not registered workers (they died unregistered)."""
+        rows = await self._read(
+            "SELECT DISTINCT owner FROM tasks WHERE status = 'running' "
+            "AND owner NOT IN (SELECT id FROM workers)"
+        )
+        return [row[0] for row in rows]
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    async def purge(self, older_than: float, *, chunk: int = 1000) -> int:
+        """Delete terminal tasks finished before `older_than`, in short transactions."""
+        statuses = tuple(s.value for s in TERMINAL_STATUSES)
+        deleted = 0
+        while True:
+            rows = await self._write_returning(
+                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE finished_at < ? "
+                "AND status IN (?, ?, ?) LIMIT ?) RETURNING id",
+                (older_than, *statuses, chunk),
+            )
+            deleted += len(rows)
+            if len(rows) < chunk:
+                return deleted
+
+
+def _settle(
+    futures: list[asyncio.Future[Any]], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"the task database cannot be used: {exc}")
+
+
+def _task(row: Sequence[Any]) -> Task:
+    return Task(
+        id=row[0],
+        name=row[1],
+        params=json.loads(row[2]),
+        status=TaskStatus(row[3]),
+        progress=None if row[4] is None else float(row[4]),
+        message=row[5],
+        result=None if row[6] is None else json.loads(row[6]),
+        error=row[7],
+        attempts=row[8],
+        max_attempts=row[9],
+        priority=row[10],
+        created_at=row[11],
+        run_at=row[12],
+        started_at=row[13],
+        finished_at=row[14],
+        cancel_requested=bool(row[15]),
+        schedule_id=row[16],
+        timeout=row[17],
+        owner=row[18],
+        interruptions=row[19],
+        released=row[20],
+    )

@@ -1,0 +1,33 @@
+"""The Python API for writing tasks: `@task`, `Context`, and the schedules `every` and `cron`.
+
+Task modules import only this package (and helpers such as httpx); they know nothing of
+HTTP, the store or the runner.
+"""
+
+from tasks.context import Context
+from tasks.registry import (
+    BUILTIN_MODULES,
+    Cron,
+    Every,
+    PermanentError,
+    Schedule,
+    TaskDefinition,
+    TaskRegistry,
+    cron,
+    every,
+    task,
+)
+
+__all__ = [
+    "BUILTIN_MODULES",
+    "Context",
+    "Cron",
+    "Every",
+    "PermanentError",
+    "Schedule",
+    "TaskDefinition",
+    "TaskRegistry",
+    "cron",
+    "every",
+    "task",
+]
