@@ -105,7 +105,7 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def require_token(
+async def require_token(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
@@ -120,7 +120,7 @@ def require_token(
         )
 
 
-def get_service(request: Request) -> TaskService:
+async def get_service(request: Request) -> TaskService:
     service: TaskService = request.app.state.service
     return service
 

@@ -1,0 +1,207 @@
+"""Shared fixtures: the app in-process over ASGI, and real uvicorn processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from config import Settings
+from main import create_app
+from models import TaskStatus
+from service import TaskService
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_MODULES = ("tests.sample_tasks",)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        db=str(tmp_path / "tasks.db"),
+        modules=SAMPLE_MODULES,
+        data_dir=tmp_path / "data",
+        watch_interval=0.05,
+        shutdown_grace=2.0,
+        log_level="WARNING",
+    )
+
+
+@dataclass
+class App:
+    """The app running in this process: an HTTP client for it, and its Python API."""
+
+    client: httpx.AsyncClient
+    service: TaskService
+
+    async def post_task(self, name: str, **body: Any) -> dict[str, Any]:
+        response = await self.client.post("/tasks", json={"name": name, **body})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        response = await self.client.get(f"/tasks/{task_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def wait_for(self, task_id: str, *statuses: str, timeout: float = 15.0) -> dict[str, Any]:
+        """Poll until the task reaches one of `statuses` (terminal ones by default)."""
+        wanted = set(statuses or ("completed", "failed", "cancelled"))
+        deadline = time.monotonic() + timeout
+        while True:
+            task = await self.task(task_id)
+            if task["status"] in wanted:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task never became {wanted}: {task}")
+            await asyncio.sleep(0.02)
+
+
+AppFactory = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+async def make_app(settings: Settings) -> AsyncIterator[AppFactory]:
+    """Start the app (lifespan included) with settings overrides; stopped at teardown."""
+    stack = contextlib.AsyncExitStack()
+
+    async def start(**overrides: Any) -> App:
+        application = create_app(replace(settings, **overrides))
+        await stack.enter_async_context(application.router.lifespan_context(application))
+        transport = httpx.ASGITransport(app=application)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url="http://test")
+        )
+        return App(client, application.state.service)
+
+    async with stack:
+        yield start
+
+
+@pytest.fixture
+async def app(make_app: AppFactory) -> App:
+    return await make_app()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.02)
+
+
+# -- real uvicorn processes ------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """`uvicorn main:app` in a subprocess, as a user would run it."""
+
+    db: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    workers: int = 1
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        env = {
+            **os.environ,
+            "TASKS_DB": str(self.db),
+            "TASKS_MODULES": ",".join(SAMPLE_MODULES),
+            "TASKS_WATCH_INTERVAL": "0.05",
+            **self.env,
+        }
+        command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.log_path.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"server never became healthy:\n{self.log_path.read_text()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait()
+
+    def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def make(**kwargs: Any) -> Server:
+        kwargs.setdefault("db", tmp_path / "tasks.db")
+        kwargs.setdefault("log_path", tmp_path / "server.log")
+        server = Server(**kwargs)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+def statuses(tasks: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[task["status"]] = counts.get(task["status"], 0) + 1
+    return counts
+
+
+TERMINAL = {s.value for s in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)}
