@@ -127,12 +127,13 @@ class Server:
     workers: int = 1
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    _log: Any = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Server:
+    def start(self, *, wait_healthy: bool = True) -> Server:
         env = {
             **os.environ,
             "TASKS_DB": str(self.db),
@@ -143,9 +144,12 @@ class Server:
         command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
-        self.wait_healthy()
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self._log, stderr=self._log
+        )
+        if wait_healthy:
+            self.wait_healthy()
         return self
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
@@ -170,7 +174,9 @@ class Server:
 
     def wait(self, timeout: float = 60.0) -> int:
         assert self.process is not None
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self._close_log()
+        return code
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -179,6 +185,12 @@ class Server:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 @pytest.fixture
