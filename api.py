@@ -18,6 +18,7 @@ from models import (
     InvalidParams,
     InvalidRequest,
     InvalidTransition,
+    ScheduleNotFound,
     StoreUnavailable,
     Task,
     TaskError,
@@ -25,6 +26,7 @@ from models import (
     TaskStatus,
     UnknownTaskType,
 )
+from scheduler import Scheduler
 from service import TaskService
 
 # -- schemas ---------------------------------------------------------------------------------
@@ -86,6 +88,15 @@ class TaskType(BaseModel):
     schedule: str | None
 
 
+class ScheduleOut(BaseModel):
+    id: str
+    task: str
+    params: dict[str, Any]
+    trigger: str
+    next_run_at: str | None
+    paused: bool
+
+
 class Health(BaseModel):
     status: str
     worker: str
@@ -128,6 +139,14 @@ async def get_service(request: Request) -> TaskService:
 ServiceDep = Annotated[TaskService, Depends(get_service)]
 
 
+async def get_scheduler(request: Request) -> Scheduler:
+    scheduler: Scheduler = request.app.state.scheduler
+    return scheduler
+
+
+SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
+
+
 def task_response(task: Task, status_code: int = 200, **headers: str) -> Response:
     return JSONResponse(task.to_json(), status_code=status_code, headers=headers or None)
 
@@ -160,6 +179,7 @@ def _validation_error(exc: ValidationError, *prefix: str | int) -> RequestValida
 # -- routes ----------------------------------------------------------------------------------
 
 tasks_router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
+schedules_router = APIRouter(tags=["schedules"], dependencies=[Depends(require_token)])
 health_router = APIRouter(tags=["health"])
 
 _CREATE_BODY = {
@@ -265,6 +285,40 @@ async def task_types(service: ServiceDep) -> list[dict[str, Any]]:
     return service.task_types()
 
 
+@schedules_router.get("/schedules", response_model=list[ScheduleOut], responses=_errors(401))
+async def list_schedules(scheduler: SchedulerDep) -> list[dict[str, Any]]:
+    """The periodic schedules, with their next run."""
+    return await scheduler.describe_all()
+
+
+@schedules_router.post(
+    "/schedules/{schedule_id}/pause", response_model=ScheduleOut, responses=_errors(401, 404)
+)
+async def pause_schedule(schedule_id: str, scheduler: SchedulerDep) -> dict[str, Any]:
+    """Stop firing until resumed (kept across restarts, shared by every process)."""
+    return await scheduler.set_paused(schedule_id, True)
+
+
+@schedules_router.post(
+    "/schedules/{schedule_id}/resume", response_model=ScheduleOut, responses=_errors(401, 404)
+)
+async def resume_schedule(schedule_id: str, scheduler: SchedulerDep) -> dict[str, Any]:
+    """Fire again from the next tick."""
+    return await scheduler.set_paused(schedule_id, False)
+
+
+@schedules_router.post(
+    "/schedules/{schedule_id}/run",
+    status_code=202,
+    response_model=TaskOut,
+    responses=_errors(401, 404),
+)
+async def run_schedule(schedule_id: str, scheduler: SchedulerDep) -> Response:
+    """Run the schedule's task now, paused or not."""
+    task = await scheduler.run_now(schedule_id)
+    return task_response(task, 202, Location=f"/tasks/{task.id}")
+
+
 @health_router.get("/health", response_model=Health, responses={503: {"model": ErrorOut}})
 async def health(service: ServiceDep) -> dict[str, Any]:
     """200 while the database can be used, else 503."""
@@ -276,6 +330,7 @@ async def health(service: ServiceDep) -> dict[str, Any]:
 
 _STATUS_OF_ERROR: dict[type[TaskError], int] = {
     TaskNotFound: 404,
+    ScheduleNotFound: 404,
     UnknownTaskType: 422,
     InvalidRequest: 422,
     InvalidTransition: 409,

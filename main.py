@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health_router, install_error_handlers, tasks_router
+from api import health_router, install_error_handlers, schedules_router, tasks_router
 from config import Settings
 from limits import RequestLimits
 from runner import Runner
+from scheduler import Scheduler, collect_schedules
 from service import TaskService
 from store import open_store
 from tasks import BUILTIN_MODULES, TaskRegistry
@@ -34,16 +35,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     registry = TaskRegistry.from_modules([*BUILTIN_MODULES, *settings.modules])
+    schedules = collect_schedules(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings)
         runner = Runner(store, registry, settings)
+        scheduler = Scheduler(runner, registry, schedules)
         try:
             await runner.start()
+            await scheduler.start()
             app.state.service = TaskService(store, runner, registry)
+            app.state.scheduler = scheduler
             yield
         finally:
+            scheduler.stop()
             await runner.stop()
             await store.close()
 
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(tasks_router)
+    app.include_router(schedules_router)
     app.include_router(health_router)
     install_error_handlers(app)
     app.add_middleware(RequestLimits, body_limit=lambda path: settings.max_body)

@@ -154,6 +154,11 @@ class TaskNotFound(TaskError):
         self.task_id = task_id
 
 
+class ScheduleNotFound(TaskError):
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r}")
+
+
 class UnknownTaskType(TaskError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown task type {name!r}; known types: {', '.join(known) or '(none)'}")

@@ -17,6 +17,7 @@ import random
 import secrets
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,28 +135,44 @@ class Runner:
             seen_at=time.time(),
         )
 
+    # -- what built-in maintenance tasks may ask of the service (tasks.Host) ----------------
+
+    async def purge_tasks(self, finished_before: float) -> int:
+        deleted = await self.store.purge(finished_before)
+        log.info("purged %d finished tasks", deleted)
+        return deleted
+
     # -- enqueue and cancel ----------------------------------------------------------------
 
     async def submit(self, new: NewTask) -> tuple[Task, bool]:
         """Store a new task; when a slot is free and nothing waits, it starts at once."""
-        now = time.time()
-        due = new.run_at is None or new.run_at <= now
+        task, created = await self._insert(new, self.store.create)
+        assert task is not None
+        return task, created
+
+    async def submit_tick(self, new: NewTask) -> Task | None:
+        """Store a schedule's run for one tick, unless that tick or an earlier run is live."""
+        task, _ = await self._insert(new, self.store.create_tick)
+        return task
+
+    async def _insert(
+        self, new: NewTask, create: Callable[..., Awaitable[tuple[Task | None, bool]]]
+    ) -> tuple[Task | None, bool]:
+        due = new.run_at is None or new.run_at <= time.time()
         claim = self._accepting and due and not self._backlog and self._busy < self._slots
         if claim:
             self._busy += 1  # reserved before the insert, so no other start can take it
         try:
-            task, created = await self.store.create(
-                new, claim_for=self.worker_id if claim else None
-            )
+            task, created = await create(new, claim_for=self.worker_id if claim else None)
         except BaseException:
             if claim:
                 self._free_slot()
             raise
-        if claim and created:
+        if claim and created and task:
             self._launch(task)
         elif claim:
             self._free_slot()
-        elif created:
+        elif created and task:
             self._note_pending(task.run_at)
         return task, created
 
@@ -238,7 +255,7 @@ class Runner:
             chore.add_done_callback(self._chores.discard)
             return
         definition = self.registry.get(task.name)
-        context = Context(task.id, task.attempts, self.store, self._loop)
+        context = Context(task.id, task.attempts, self.store, self._loop, host=self)
         attempt = _Attempt(task, definition, context)
         self._attempts[task.id] = attempt
         log.debug("task %s (%s) attempt %d started", task.id, task.name, task.attempts)

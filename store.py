@@ -69,6 +69,11 @@ class Store(Protocol):
     async def ping(self) -> None: ...
 
     async def create(self, new: NewTask, *, claim_for: str | None = None) -> tuple[Task, bool]: ...
+    async def create_tick(
+        self, new: NewTask, *, claim_for: str | None = None
+    ) -> tuple[Task | None, bool]: ...
+    async def schedule_states(self) -> dict[str, tuple[bool, float | None]]: ...
+    async def set_paused(self, schedule_id: str, paused: bool) -> None: ...
     async def get(self, task_id: str) -> Task | None: ...
     async def list(
         self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
@@ -149,6 +154,15 @@ MIGRATIONS: list[list[str]] = [
             seen_at REAL NOT NULL
         )""",
     ],
+    [
+        """CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL DEFAULT 0,
+            last_fire_at REAL
+        )""",
+        "CREATE INDEX tasks_active_by_schedule ON tasks (schedule_id) "
+        "WHERE status IN ('pending', 'running') AND schedule_id IS NOT NULL",
+    ],
 ]
 
 _COLUMNS = (
@@ -162,8 +176,18 @@ _INSERT = (
     "run_at, started_at, schedule_id, timeout, owner, unique_key, request_hash) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_UNIQUE = _INSERT + (
-    " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
+_ON_KEY_TAKEN = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
+_INSERT_UNIQUE = _INSERT + _ON_KEY_TAKEN
+# A schedule's tick: once per tick, never while an earlier run is active or it is paused.
+_INSERT_TICK = (
+    _INSERT.split(" VALUES ")[0] + " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE schedule_id = ? "
+    "AND status IN ('pending', 'running') AND schedule_id IS NOT NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM schedules WHERE id = ? AND paused)" + _ON_KEY_TAKEN
+)
+_RECORD_TICK = (
+    "INSERT INTO schedules (id, last_fire_at) VALUES (?, ?) ON CONFLICT (id) "
+    "DO UPDATE SET last_fire_at = max(coalesce(last_fire_at, 0), excluded.last_fire_at)"
 )
 _CLAIM = (
     "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, started_at = ? "
@@ -329,13 +353,16 @@ class SqliteStore:
             await self._commit(self._take_batch())
 
     def _take_batch(self) -> list[_Write]:
-        """Everything queued, writes of the same statement merged into one executemany."""
+        """Everything queued, writes of the same statement merged into one executemany.
+
+        Progress goes first: a task's last report must land before the write that ends it.
+        """
         queued, self._queue = self._queue, []
         if self._progress:
             rows = [(pct, msg, task_id) for task_id, (pct, msg) in self._progress.items()]
             self._progress = {}
             waiter, self._progress_waiter = self._progress_waiter, None
-            queued.append(_Write(_PROGRESS, rows, False, [waiter] if waiter else []))
+            queued.insert(0, _Write(_PROGRESS, rows, False, [waiter] if waiter else []))
         merged: dict[str, _Write] = {}
         batch: list[_Write] = []
         for write in queued:
@@ -406,49 +433,7 @@ class SqliteStore:
         With its unique key already taken, nothing is inserted: the task holding the key is
         returned with False if it was made from the same request, else IdempotencyConflict.
         """
-        task_id, created_at = new_task_id()
-        run_at = created_at if new.run_at is None else new.run_at
-        status = TaskStatus.RUNNING if claim_for else TaskStatus.PENDING
-        started_at = created_at if claim_for else None
-        attempts = 1 if claim_for else 0
-        params = (
-            task_id,
-            new.name,
-            dump_json(new.params),
-            status.value,
-            attempts,
-            new.max_attempts,
-            new.priority,
-            created_at,
-            run_at,
-            started_at,
-            new.schedule_id,
-            new.timeout,
-            claim_for,
-            new.unique_key,
-            new.request_hash,
-        )
-        task = Task(
-            id=task_id,
-            name=new.name,
-            params=new.params,
-            status=status,
-            progress=None,
-            message=None,
-            result=None,
-            error=None,
-            attempts=attempts,
-            max_attempts=new.max_attempts,
-            priority=new.priority,
-            created_at=created_at,
-            run_at=run_at,
-            started_at=started_at,
-            finished_at=None,
-            cancel_requested=False,
-            schedule_id=new.schedule_id,
-            timeout=new.timeout,
-            owner=claim_for,
-        )
+        task, params = _new_row(new, claim_for)
         if new.unique_key is None:
             await self._write(_INSERT, params)
             return task, True
@@ -464,6 +449,33 @@ class SqliteStore:
                     raise IdempotencyConflict(rows[0][0])
                 return _task(rows[0]), False
             # The holder of the key was deleted in between: the key is free again.
+
+    async def create_tick(
+        self, new: NewTask, *, claim_for: str | None = None
+    ) -> tuple[Task | None, bool]:
+        """Insert a schedule's run for the tick in `new.unique_key`, unless another process
+        already did, an earlier run of the schedule is still pending or running, or the
+        schedule is paused. Returns (task, True) or (None, False)."""
+        assert new.schedule_id is not None and new.unique_key is not None
+        task, params = _new_row(new, claim_for)
+        inserted = self._submit(
+            _INSERT_TICK, (*params, new.schedule_id, new.schedule_id), returning=True
+        )
+        recorded = self._submit(_RECORD_TICK, (new.schedule_id, task.run_at), returning=False)
+        rows, _ = await asyncio.gather(inserted, recorded)
+        return (task, True) if rows else (None, False)
+
+    async def schedule_states(self) -> dict[str, tuple[bool, float | None]]:
+        """Each known schedule's (paused, last tick handled)."""
+        rows = await self._read("SELECT id, paused, last_fire_at FROM schedules")
+        return {row[0]: (bool(row[1]), row[2]) for row in rows}
+
+    async def set_paused(self, schedule_id: str, paused: bool) -> None:
+        await self._write(
+            "INSERT INTO schedules (id, paused) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET paused = excluded.paused",
+            (schedule_id, int(paused)),
+        )
 
     async def get(self, task_id: str) -> Task | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
@@ -626,6 +638,54 @@ class SqliteStore:
             deleted += len(rows)
             if len(rows) < chunk:
                 return deleted
+
+
+def _new_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:
+    """The task as it will be stored, and the values of its INSERT."""
+    task_id, created_at = new_task_id()
+    run_at = created_at if new.run_at is None else new.run_at
+    status = TaskStatus.RUNNING if claim_for else TaskStatus.PENDING
+    started_at = created_at if claim_for else None
+    attempts = 1 if claim_for else 0
+    params = (
+        task_id,
+        new.name,
+        dump_json(new.params),
+        status.value,
+        attempts,
+        new.max_attempts,
+        new.priority,
+        created_at,
+        run_at,
+        started_at,
+        new.schedule_id,
+        new.timeout,
+        claim_for,
+        new.unique_key,
+        new.request_hash,
+    )
+    task = Task(
+        id=task_id,
+        name=new.name,
+        params=new.params,
+        status=status,
+        progress=None,
+        message=None,
+        result=None,
+        error=None,
+        attempts=attempts,
+        max_attempts=new.max_attempts,
+        priority=new.priority,
+        created_at=created_at,
+        run_at=run_at,
+        started_at=started_at,
+        finished_at=None,
+        cancel_requested=False,
+        schedule_id=new.schedule_id,
+        timeout=new.timeout,
+        owner=claim_for,
+    )
+    return task, params
 
 
 def _settle(

@@ -4,7 +4,7 @@ Task modules import only this package (and helpers such as httpx); they know not
 HTTP, the store or the runner.
 """
 
-from tasks.context import Context
+from tasks.context import Context, Host
 from tasks.registry import (
     BUILTIN_MODULES,
     Cron,
@@ -23,6 +23,7 @@ __all__ = [
     "Context",
     "Cron",
     "Every",
+    "Host",
     "PermanentError",
     "Schedule",
     "TaskDefinition",

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Generator
 from typing import Any, Protocol
 
+from config import Settings
+
 _MAX_MESSAGE = 1000
 
 
@@ -16,6 +18,14 @@ class ProgressSink(Protocol):
 
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None: ...
     def progress_committed(self) -> asyncio.Future[None] | None: ...
+
+
+class Host(Protocol):
+    """What the service lends to its built-in maintenance tasks, through `ctx.host`."""
+
+    settings: Settings
+
+    async def purge_tasks(self, finished_before: float) -> int: ...
 
 
 class ProgressAck:
@@ -39,7 +49,7 @@ class Context:
     service is shutting down past its grace period); a `def` task should check it and stop.
     """
 
-    __slots__ = ("_cancel", "_loop", "_sink", "attempt", "task_id")
+    __slots__ = ("_cancel", "_loop", "_sink", "attempt", "host", "task_id")
 
     def __init__(
         self,
@@ -47,9 +57,11 @@ class Context:
         attempt: int,
         sink: ProgressSink,
         loop: asyncio.AbstractEventLoop,
+        host: Host | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
+        self.host = host
         self._sink = sink
         self._loop = loop
         self._cancel = threading.Event()

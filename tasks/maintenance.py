@@ -1,0 +1,22 @@
+"""Built-in housekeeping task types."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tasks import Context, task
+
+
+@task
+async def purge_tasks(
+    ctx: Context, older_than: Annotated[float | None, Field(ge=0)] = None
+) -> dict[str, Any]:
+    """Delete finished tasks older than `older_than` seconds (default: TASKS_RESULT_TTL)."""
+    if ctx.host is None:
+        raise RuntimeError("purge_tasks needs the service that runs it")
+    keep = ctx.host.settings.result_ttl if older_than is None else older_than
+    deleted = await ctx.host.purge_tasks(time.time() - keep)
+    return {"deleted": deleted, "older_than": keep}
