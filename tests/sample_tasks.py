@@ -145,3 +145,12 @@ async def too_slow(ctx: Context) -> None:
 @task
 async def bounded(ctx: Context, count: Annotated[int, Field(ge=1, le=10)]) -> int:
     return count
+
+
+@task
+async def record_pid(ctx: Context, path: str, mark: str, seconds: float = 0.0) -> int:
+    """Appends `mark` and the pid of the process running it: which process ran what."""
+    with open(path, "a") as file:
+        file.write(f"{mark} {os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    return os.getpid()
