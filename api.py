@@ -181,6 +181,7 @@ def _validation_error(exc: ValidationError, *prefix: str | int) -> RequestValida
 tasks_router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
 schedules_router = APIRouter(tags=["schedules"], dependencies=[Depends(require_token)])
 health_router = APIRouter(tags=["health"])
+openapi_router = APIRouter(dependencies=[Depends(require_token)], include_in_schema=False)
 
 _CREATE_BODY = {
     "requestBody": {
@@ -324,6 +325,13 @@ async def health(service: ServiceDep) -> dict[str, Any]:
     """200 while the database can be used, else 503."""
     await service.store.ping()
     return {"status": "ok", "worker": service.runner.worker_id, "running": service.runner.running}
+
+
+@openapi_router.get("/openapi.json")
+async def openapi_document(request: Request) -> dict[str, Any]:
+    """The OpenAPI document, behind the token when TASKS_API_TOKEN is set."""
+    document: dict[str, Any] = request.app.openapi()
+    return document
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -8,7 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import health_router, install_error_handlers, schedules_router, tasks_router
+from api import (
+    health_router,
+    install_error_handlers,
+    openapi_router,
+    schedules_router,
+    tasks_router,
+)
 from config import Settings
 from limits import RequestLimits
 from runner import Runner
@@ -53,12 +59,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await runner.stop()
             await store.close()
 
+    guarded = settings.api_token is not None
     app = FastAPI(
         title="Tasks",
         summary="Durable, observable, cancellable background tasks, backed by SQLite.",
         version="0.1.0",
         lifespan=lifespan,
+        # With a token, the OpenAPI document needs it too (and the docs UI could not send it).
+        openapi_url=None if guarded else "/openapi.json",
+        docs_url=None if guarded else "/docs",
+        redoc_url=None if guarded else "/redoc",
     )
+    if guarded:
+        app.include_router(openapi_router)
     app.state.settings = settings
     app.include_router(tasks_router)
     app.include_router(schedules_router)

@@ -400,10 +400,15 @@ class Runner:
         if outcome.status is TaskStatus.PENDING:
             assert outcome.retry_at is not None
             self._note_pending(outcome.retry_at)
-        elif outcome.status is TaskStatus.COMPLETED:
-            log.info("task %s (%s) completed in %.3f s", task.id, task.name, took)
         else:
-            log.info("task %s (%s) %s after %.3f s", task.id, task.name, outcome.status, took)
+            log.info(
+                "task %s (%s) attempt %d %s in %.3f s",
+                task.id,
+                task.name,
+                task.attempts,
+                outcome.status,
+                took,
+            )
 
     async def _with_store_retries(self, write: Any) -> None:
         """A finished attempt must reach the store: retry while the database is unavailable."""

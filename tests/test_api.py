@@ -401,6 +401,10 @@ async def test_token_guards_everything_but_health(make_app: AppFactory) -> None:
         ("POST", "/tasks/CR6EQWQVSKMMZCPWMPCX2D8YG8/cancel"),
         ("POST", "/tasks/CR6EQWQVSKMMZCPWMPCX2D8YG8/retry"),
         ("GET", "/task-types"),
+        ("GET", "/schedules"),
+        ("POST", "/schedules/purge_tasks/pause"),
+        ("POST", "/schedules/purge_tasks/run"),
+        ("GET", "/openapi.json"),
     ]:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
             response = await app.client.request(
@@ -410,6 +414,8 @@ async def test_token_guards_everything_but_health(make_app: AppFactory) -> None:
             assert response.headers["www-authenticate"] == "Bearer"
     assert await count_tasks_with(app, "s3cret") == 0
     good = {"Authorization": "Bearer s3cret"}
+    document = await app.client.get("/openapi.json", headers=good)
+    assert document.status_code == 200 and "/tasks" in document.json()["paths"]
     response = await app.client.post("/tasks", json={"name": "noop"}, headers=good)
     assert response.status_code == 202
     assert await count_tasks_with(app, "s3cret") == 1
@@ -445,3 +451,14 @@ async def test_service_stays_healthy_after_a_barrage_of_bad_input(app: App) -> N
 
 async def _is_done(app: App, task_id: str) -> bool:
     return (await app.task(task_id))["status"] == "completed"
+
+
+async def test_openapi_documents_every_route(app: App) -> None:
+    document = (await app.client.get("/openapi.json")).json()
+    paths = document["paths"]
+    for path in ("/tasks", "/tasks/{task_id}", "/tasks/{task_id}/cancel", "/schedules"):
+        assert path in paths
+    create = paths["/tasks"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["name"]
+    assert {"202", "200", "409", "413", "422"} <= set(create["responses"])
+    assert (await app.client.get("/docs")).status_code == 200
