@@ -7,7 +7,7 @@ import json
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,9 +25,12 @@ from models import (
     TaskNotFound,
     TaskStatus,
     UnknownTaskType,
+    is_task_id,
 )
 from scheduler import Scheduler
 from service import TaskService
+from tasks import TaskDefinition
+from uploads import UploadTooLarge, save_upload
 
 # -- schemas ---------------------------------------------------------------------------------
 
@@ -103,6 +106,14 @@ class Health(BaseModel):
     running: int
 
 
+class FileOut(BaseModel):
+    id: str
+    filename: str
+    size: int
+    sha256: str
+    created_at: str
+
+
 class ErrorOut(BaseModel):
     detail: Any
 
@@ -137,6 +148,28 @@ async def get_service(request: Request) -> TaskService:
 
 
 ServiceDep = Annotated[TaskService, Depends(get_service)]
+
+
+class TaskAdder:
+    """Starts tracked tasks from any route, as easily as BackgroundTasks.add_task.
+
+    `task_id = await add_task(send_email, to=..., subject=..., body=...)`: the task is stored
+    before this returns, so it is as durable, visible and cancellable as one from POST /tasks.
+    """
+
+    def __init__(self, service: TaskService) -> None:
+        self._service = service
+
+    async def __call__(self, task_type: str | TaskDefinition, /, **params: Any) -> str:
+        task = await self._service.enqueue(task_type, **params)
+        return task.id
+
+
+async def get_task_adder(service: ServiceDep) -> TaskAdder:
+    return TaskAdder(service)
+
+
+AddTask = Annotated[TaskAdder, Depends(get_task_adder)]
 
 
 async def get_scheduler(request: Request) -> Scheduler:
@@ -180,6 +213,7 @@ def _validation_error(exc: ValidationError, *prefix: str | int) -> RequestValida
 
 tasks_router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
 schedules_router = APIRouter(tags=["schedules"], dependencies=[Depends(require_token)])
+files_router = APIRouter(tags=["files"], dependencies=[Depends(require_token)])
 health_router = APIRouter(tags=["health"])
 openapi_router = APIRouter(dependencies=[Depends(require_token)], include_in_schema=False)
 
@@ -318,6 +352,30 @@ async def run_schedule(schedule_id: str, scheduler: SchedulerDep) -> Response:
     """Run the schedule's task now, paused or not."""
     task = await scheduler.run_now(schedule_id)
     return task_response(task, 202, Location=f"/tasks/{task.id}")
+
+
+@files_router.post(
+    "/files", status_code=201, response_model=FileOut, responses=_errors(401, 413, 422)
+)
+async def upload_file(request: Request, file: UploadFile, service: ServiceDep) -> dict[str, Any]:
+    """Upload a file (multipart, field `file`) for tasks to use by its id."""
+    settings = request.app.state.settings
+    try:
+        record = await save_upload(
+            file.file, file.filename or "", settings.data_dir, settings.max_upload, service.store
+        )
+    except UploadTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
+    return record.to_json()
+
+
+@files_router.get("/files/{file_id}", response_model=FileOut, responses=_errors(401, 404))
+async def get_file(file_id: str, service: ServiceDep) -> dict[str, Any]:
+    """An upload's metadata."""
+    record = await service.store.get_file(file_id) if is_task_id(file_id) else None
+    if record is None:
+        raise HTTPException(404, f"no uploaded file with id {file_id!r}")
+    return record.to_json()
 
 
 @health_router.get("/health", response_model=Health, responses={503: {"model": ErrorOut}})

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import (
+    files_router,
     health_router,
     install_error_handlers,
     openapi_router,
@@ -16,12 +17,14 @@ from api import (
     tasks_router,
 )
 from config import Settings
+from host import ServiceHost
 from limits import RequestLimits
 from runner import Runner
 from scheduler import Scheduler, collect_schedules
 from service import TaskService
 from store import open_store
 from tasks import BUILTIN_MODULES, TaskRegistry
+from uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("tasks")
 
@@ -46,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings)
-        runner = Runner(store, registry, settings)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        runner = Runner(store, registry, settings, ServiceHost(store, settings))
         scheduler = Scheduler(runner, registry, schedules)
         try:
             await runner.start()
@@ -75,9 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(tasks_router)
     app.include_router(schedules_router)
+    app.include_router(files_router)
     app.include_router(health_router)
     install_error_handlers(app)
-    app.add_middleware(RequestLimits, body_limit=lambda path: settings.max_body)
+    upload_limit = settings.max_upload + MULTIPART_OVERHEAD
+
+    def body_limit(path: str) -> int:
+        return upload_limit if path == "/files" else settings.max_body
+
+    app.add_middleware(RequestLimits, body_limit=body_limit)
     return app
 
 

@@ -25,7 +25,7 @@ import liveness
 from config import Settings
 from models import NewTask, StoreUnavailable, Task, TaskStatus, dump_json
 from store import Outcome, Store, WorkerInfo
-from tasks import Context, PermanentError, TaskDefinition, TaskRegistry
+from tasks import Context, Host, PermanentError, TaskDefinition, TaskRegistry
 
 log = logging.getLogger("tasks.runner")
 
@@ -57,8 +57,11 @@ class _Attempt:
 
 
 class Runner:
-    def __init__(self, store: Store, registry: TaskRegistry, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, registry: TaskRegistry, settings: Settings, host: Host | None = None
+    ) -> None:
         self.store = store
+        self.host = host
         self.registry = registry
         self.settings = settings
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(6)}"
@@ -134,13 +137,6 @@ class Runner:
             pid_started=liveness.process_started(pid),
             seen_at=time.time(),
         )
-
-    # -- what built-in maintenance tasks may ask of the service (tasks.Host) ----------------
-
-    async def purge_tasks(self, finished_before: float) -> int:
-        deleted = await self.store.purge(finished_before)
-        log.info("purged %d finished tasks", deleted)
-        return deleted
 
     # -- enqueue and cancel ----------------------------------------------------------------
 
@@ -255,7 +251,7 @@ class Runner:
             chore.add_done_callback(self._chores.discard)
             return
         definition = self.registry.get(task.name)
-        context = Context(task.id, task.attempts, self.store, self._loop, host=self)
+        context = Context(task.id, task.attempts, self.store, self._loop, host=self.host)
         attempt = _Attempt(task, definition, context)
         self._attempts[task.id] = attempt
         log.debug("task %s (%s) attempt %d started", task.id, task.name, task.attempts)

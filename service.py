@@ -9,6 +9,7 @@ from typing import Any
 
 from models import (
     TERMINAL_STATUSES,
+    InvalidParams,
     InvalidRequest,
     InvalidTransition,
     NewTask,
@@ -62,6 +63,7 @@ class TaskService:
         """Validate and store a task; UnknownTaskType or InvalidParams before anything is stored."""
         definition = self.registry.get(name)
         validated = definition.validate(params or {})
+        await self._check_files(definition, validated)
         if delay is not None and run_at is not None:
             raise InvalidRequest("give delay or run_at, not both")
         if delay is not None and delay < 0:
@@ -86,6 +88,20 @@ class TaskService:
         )
         task, created = await self.runner.submit(new)
         return Submitted(task, created)
+
+    async def _check_files(self, definition: TaskDefinition, params: dict[str, Any]) -> None:
+        errors = [
+            {
+                "type": "unknown_file",
+                "loc": [name],
+                "msg": f"no uploaded file has the id {params[name]!r}: upload it to POST /files",
+                "input": params[name],
+            }
+            for name in definition.file_params
+            if params.get(name) is not None and await self.store.get_file(params[name]) is None
+        ]
+        if errors:
+            raise InvalidParams(definition.name, errors)
 
     async def get(self, task_id: str) -> Task:
         task = await self.store.get(task_id) if is_task_id(task_id) else None

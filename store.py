@@ -30,6 +30,7 @@ from models import (
     Task,
     TaskStatus,
     dump_json,
+    iso,
     new_task_id,
 )
 
@@ -49,6 +50,26 @@ class WorkerInfo:
     pid: int
     pid_started: str
     seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An uploaded file's metadata; the bytes live under TASKS_DATA_DIR, named by `id`."""
+
+    id: str
+    filename: str
+    size: int
+    sha256: str
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "created_at": iso(self.created_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,10 @@ class Store(Protocol):
     async def remove_worker(self, worker_id: str) -> None: ...
     async def orphan_owners(self) -> list[str]: ...
     async def purge(self, older_than: float) -> int: ...
+    async def add_file(self, record: FileRecord) -> None: ...
+    async def get_file(self, file_id: str) -> FileRecord | None: ...
+    async def files_created_before(self, cutoff: float) -> list[str]: ...
+    async def forget_file_unless_in_use(self, file_id: str) -> bool: ...
 
 
 async def open_store(settings: Settings) -> Store:
@@ -162,6 +187,16 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX tasks_active_by_schedule ON tasks (schedule_id) "
         "WHERE status IN ('pending', 'running') AND schedule_id IS NOT NULL",
+    ],
+    [
+        """CREATE TABLE files (
+            id TEXT PRIMARY KEY,
+            filename TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX files_by_age ON files (created_at)",
     ],
 ]
 
@@ -622,6 +657,33 @@ class SqliteStore:
             "AND owner NOT IN (SELECT id FROM workers)"
         )
         return [row[0] for row in rows]
+
+    # -- uploaded files --------------------------------------------------------------------
+
+    async def add_file(self, record: FileRecord) -> None:
+        await self._write(
+            "INSERT INTO files (id, filename, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+            (record.id, record.filename, record.size, record.sha256, record.created_at),
+        )
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        rows = await self._read(
+            "SELECT id, filename, size, sha256, created_at FROM files WHERE id = ?", (file_id,)
+        )
+        return FileRecord(*rows[0]) if rows else None
+
+    async def files_created_before(self, cutoff: float) -> list[str]:
+        rows = await self._read("SELECT id FROM files WHERE created_at < ?", (cutoff,))
+        return [row[0] for row in rows]
+
+    async def forget_file_unless_in_use(self, file_id: str) -> bool:
+        """Delete a file's record unless a pending or running task names it in its params."""
+        rows = await self._write_returning(
+            "DELETE FROM files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks "
+            "WHERE status IN ('pending', 'running') AND instr(params, ?) > 0) RETURNING id",
+            (file_id, f'"{file_id}"'),
+        )
+        return bool(rows)
 
     # -- maintenance -----------------------------------------------------------------------
 

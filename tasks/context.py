@@ -6,6 +6,7 @@ import asyncio
 import math
 import threading
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, Protocol
 
 from config import Settings
@@ -21,11 +22,13 @@ class ProgressSink(Protocol):
 
 
 class Host(Protocol):
-    """What the service lends to its built-in maintenance tasks, through `ctx.host`."""
+    """What the service lends to its built-in tasks, through `ctx.host`."""
 
     settings: Settings
 
+    def file_path(self, file_id: str) -> Path: ...
     async def purge_tasks(self, finished_before: float) -> int: ...
+    async def cleanup_files(self, created_before: float) -> tuple[list[str], list[str]]: ...
 
 
 class ProgressAck:

@@ -20,3 +20,12 @@ async def purge_tasks(
     keep = ctx.host.settings.result_ttl if older_than is None else older_than
     deleted = await ctx.host.purge_tasks(time.time() - keep)
     return {"deleted": deleted, "older_than": keep}
+
+
+@task
+async def cleanup_files(ctx: Context, older_than: Annotated[float, Field(ge=0)]) -> dict[str, Any]:
+    """Delete uploads older than `older_than` seconds that no pending or running task uses."""
+    if ctx.host is None:
+        raise RuntimeError("cleanup_files needs the service that runs it")
+    deleted, in_use = await ctx.host.cleanup_files(time.time() - older_than)
+    return {"deleted": deleted, "kept_in_use": in_use}

@@ -10,18 +10,29 @@ import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, overload
+from typing import Annotated, Any, get_args, get_origin, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, create_model
 
 from models import InvalidParams, UnknownTaskType
 
 # The built-in task modules, loaded before TASKS_MODULES.
-BUILTIN_MODULES: tuple[str, ...] = ("tasks.sleep", "tasks.maintenance")
+BUILTIN_MODULES: tuple[str, ...] = ("tasks.sleep", "tasks.maintenance", "tasks.process_csv")
 
 
 class PermanentError(Exception):
     """Raise it from a task to fail at once, without the retries `max_attempts` allows."""
+
+
+class _UploadedFile:
+    """Marks a param as the id of an upload: an unknown id is a 422 before anything is stored."""
+
+    def __repr__(self) -> str:
+        return "UploadedFile"
+
+
+UPLOADED_FILE = _UploadedFile()
+FileId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{26}$"), UPLOADED_FILE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,7 @@ class TaskDefinition:
     timeout: float | None = None
     schedule: Schedule | None = None
     param_names: tuple[str, ...] = field(default=())
+    file_params: tuple[str, ...] = field(default=())  # params typed FileId
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -176,7 +188,7 @@ def task(
         raise ValueError("timeout must be positive")
 
     def decorate(function: Callable[..., Any]) -> TaskDefinition:
-        model, names = _params_model(function)
+        model, names, file_params = _params_model(function)
         doc = inspect.getdoc(function) or ""
         return TaskDefinition(
             fn=function,
@@ -188,29 +200,36 @@ def task(
             timeout=timeout,
             schedule=schedule,
             param_names=names,
+            file_params=file_params,
         )
 
     return decorate(fn) if fn is not None else decorate
 
 
-def _params_model(function: Callable[..., Any]) -> tuple[type[BaseModel], tuple[str, ...]]:
+def _params_model(
+    function: Callable[..., Any],
+) -> tuple[type[BaseModel], tuple[str, ...], tuple[str, ...]]:
     signature = inspect.signature(function)
     parameters = list(signature.parameters.values())
     if not parameters:
         raise TypeError(f"task {function.__name__!r} must take a Context as first parameter")
     hints = typing.get_type_hints(function, include_extras=True)
     fields: dict[str, Any] = {}
+    file_params: list[str] = []
     for parameter in parameters[1:]:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise TypeError(f"task {function.__name__!r}: *args and **kwargs cannot be params")
         default = ... if parameter.default is parameter.empty else parameter.default
-        fields[parameter.name] = (hints.get(parameter.name, Any), default)
+        hint = hints.get(parameter.name, Any)
+        if get_origin(hint) is Annotated and UPLOADED_FILE in get_args(hint)[1:]:
+            file_params.append(parameter.name)
+        fields[parameter.name] = (hint, default)
     model = create_model(  # type: ignore[call-overload]
         f"{function.__name__}_params",
         __config__=ConfigDict(extra="forbid", title=f"{function.__name__} params"),
         **fields,
     )
-    return model, tuple(fields)
+    return model, tuple(fields), tuple(file_params)
 
 
 class TaskRegistry:
