@@ -5,15 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from events import ChangeFeed
 from models import (
+    TERMINAL_STATUSES,
     IdempotencyConflict,
     InvalidParams,
     InvalidRequest,
@@ -172,6 +176,19 @@ async def get_task_adder(service: ServiceDep) -> TaskAdder:
 AddTask = Annotated[TaskAdder, Depends(get_task_adder)]
 
 
+async def get_feed(request: Request) -> ChangeFeed:
+    feed: ChangeFeed = request.app.state.feed
+    return feed
+
+
+FeedDep = Annotated[ChangeFeed, Depends(get_feed)]
+
+
+async def existing_task(task_id: str, service: ServiceDep) -> Task:
+    """The task named in the path; a 404 before any stream starts."""
+    return await service.get(task_id)
+
+
 async def get_scheduler(request: Request) -> Scheduler:
     scheduler: Scheduler = request.app.state.scheduler
     return scheduler
@@ -286,6 +303,45 @@ async def list_tasks(
 async def get_task(task_id: str, service: ServiceDep) -> Response:
     """One task."""
     return task_response(await service.get(task_id))
+
+
+@tasks_router.get(
+    "/tasks/{task_id}/events",
+    response_class=EventSourceResponse,
+    responses=_errors(401, 404),
+)
+async def task_events(
+    task: Annotated[Task, Depends(existing_task)], service: ServiceDep, feed: FeedDep
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: the task now, then each change, until it ends."""
+    async with feed.subscribe(task.id) as changes:
+        seen_up_to = await service.store.last_event()
+        current = await service.get(task.id)  # read after subscribing: no change is missed
+        last = current.to_json()
+        yield ServerSentEvent(data=last, event="task")
+        if current.status in TERMINAL_STATUSES:
+            return
+        async for changed in changes:
+            snapshot = changed.to_json()
+            if snapshot == last or _is_older(changed, seen_up_to):
+                continue
+            last = snapshot
+            yield ServerSentEvent(data=snapshot, event="task")
+            if changed.status in TERMINAL_STATUSES:
+                return
+
+
+def _is_older(task: Task, seen_up_to: int) -> bool:
+    return task.event_seq is not None and task.event_seq <= seen_up_to
+
+
+@tasks_router.get("/events", response_class=EventSourceResponse, responses=_errors(401))
+async def all_events(feed: FeedDep) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events for the dashboard: each task as it changes (the latest per poll)."""
+    async with feed.subscribe() as changes:
+        yield ServerSentEvent(comment="connected")
+        async for changed in changes:
+            yield ServerSentEvent(data=changed.to_json(), event="task")
 
 
 @tasks_router.post(

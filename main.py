@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 
 from fastapi import FastAPI
 
@@ -17,6 +20,7 @@ from api import (
     tasks_router,
 )
 from config import Settings
+from events import ChangeFeed
 from host import ServiceHost
 from limits import RequestLimits
 from runner import Runner
@@ -39,6 +43,33 @@ def configure_logging(level: str) -> None:
         logger.addHandler(handler)
 
 
+@contextmanager
+def close_streams_on_signal(feed: ChangeFeed) -> Iterator[None]:
+    """End event streams as soon as SIGTERM or SIGINT arrives.
+
+    uvicorn waits for open connections before it runs the lifespan's shutdown, so a stream
+    left open would hold the server up forever. Our handler runs first, then uvicorn's.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        feed.close()
+        handler = previous[signal.Signals(signum)]
+        if callable(handler):
+            handler(signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service, configured by `settings` (by default read from TASKS_* variables)."""
     settings = settings or Settings.from_env()
@@ -50,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = await open_store(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        feed = ChangeFeed(store)
         runner = Runner(store, registry, settings, ServiceHost(store, settings))
         scheduler = Scheduler(runner, registry, schedules)
         try:
@@ -57,8 +89,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scheduler.start()
             app.state.service = TaskService(store, runner, registry)
             app.state.scheduler = scheduler
-            yield
+            app.state.feed = feed
+            with close_streams_on_signal(feed):
+                yield
         finally:
+            feed.close()
             scheduler.stop()
             await runner.stop()
             await store.close()

@@ -53,6 +53,7 @@ class Task:
     owner: str | None = None
     interruptions: int = 0
     released: int = 0
+    event_seq: int | None = None  # set on snapshots rebuilt from a change event
 
     @property
     def counted_attempts(self) -> int:

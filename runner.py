@@ -10,6 +10,7 @@ committed (cancels, new tasks) and recovers the tasks of processes that died.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -34,6 +35,8 @@ _RETRY_MAX_WAIT = 300.0
 _HEARTBEAT_EVERY = 1.0
 _SWEEP_EVERY = 1.0
 _FORCED_STOP_WAIT = 5.0
+_EVENTS_SAMPLE_EVERY = 10.0
+_EVENTS_KEPT_FOR = 60.0
 
 
 def retry_delay(failed_attempts: int) -> float:
@@ -425,6 +428,7 @@ class Runner:
 
     async def _watch_forever(self) -> None:
         last_beat = last_sweep = time.monotonic()
+        event_marks: collections.deque[tuple[float, int]] = collections.deque()
         while True:
             await asyncio.sleep(self.settings.watch_interval)
             try:
@@ -437,10 +441,21 @@ class Runner:
                 if now - last_sweep >= _SWEEP_EVERY:
                     last_sweep = now
                     await self._recover_dead()
+                if not event_marks or now - event_marks[-1][0] >= _EVENTS_SAMPLE_EVERY:
+                    await self._prune_events(event_marks, now)
             except StoreUnavailable as exc:
                 log.warning("watcher cannot reach the task store: %s", exc)
             except Exception:
                 log.exception("watcher failed; it goes on")
+
+    async def _prune_events(self, marks: collections.deque[tuple[float, int]], now: float) -> None:
+        """Change events are for live streams: drop those older than about a minute."""
+        marks.append((now, await self.store.last_event()))
+        old = None
+        while marks and now - marks[0][0] >= _EVENTS_KEPT_FOR:
+            old = marks.popleft()
+        if old is not None:
+            await self.store.prune_events(old[1])
 
     async def _heartbeat(self) -> None:
         if not await self.store.heartbeat(self.worker_id):

@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import aiosqlite
@@ -73,6 +73,41 @@ class FileRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task's changing fields right after one committed change."""
+
+    seq: int
+    task_id: str
+    status: TaskStatus
+    progress: float | None
+    message: str | None
+    result: Any
+    error: str | None
+    attempts: int
+    run_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    cancel_requested: bool
+
+    def applied_to(self, task: Task) -> Task:
+        """`task` (for the fields that never change) as it was after this change."""
+        return replace(
+            task,
+            status=self.status,
+            progress=self.progress,
+            message=self.message,
+            result=self.result,
+            error=self.error,
+            attempts=self.attempts,
+            run_at=self.run_at if self.run_at is not None else task.run_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            cancel_requested=self.cancel_requested,
+            event_seq=self.seq,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt ended, as the runner decided it."""
 
@@ -124,6 +159,9 @@ class Store(Protocol):
     async def get_file(self, file_id: str) -> FileRecord | None: ...
     async def files_created_before(self, cutoff: float) -> list[str]: ...
     async def forget_file_unless_in_use(self, file_id: str) -> bool: ...
+    async def last_event(self) -> int: ...
+    async def events_after(self, seq: int, limit: int = 1000) -> list[TaskEvent]: ...
+    async def prune_events(self, up_to_seq: int) -> None: ...
 
 
 async def open_store(settings: Settings) -> Store:
@@ -134,6 +172,15 @@ async def open_store(settings: Settings) -> Store:
     await store.open()
     return store
 
+
+_EVENT_FIELDS = (
+    "task_id, status, progress, message, result, error, attempts, run_at, started_at, "
+    "finished_at, cancel_requested"
+)
+_NEW_EVENT_VALUES = (
+    "NEW.id, NEW.status, NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, "
+    "NEW.run_at, NEW.started_at, NEW.finished_at, NEW.cancel_requested"
+)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -197,6 +244,30 @@ MIGRATIONS: list[list[str]] = [
             created_at REAL NOT NULL
         )""",
         "CREATE INDEX files_by_age ON files (created_at)",
+    ],
+    [
+        # Every change of a task, in commit order, whichever process made it: what event
+        # streams replay. Kept for a minute or so (see prune_events).
+        """CREATE TABLE task_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            task_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            progress REAL,
+            message TEXT,
+            result TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL,
+            run_at REAL,
+            started_at REAL,
+            finished_at REAL,
+            cancel_requested INTEGER NOT NULL
+        )""",
+        f"""CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks BEGIN
+            INSERT INTO task_events ({_EVENT_FIELDS}) VALUES ({_NEW_EVENT_VALUES});
+        END""",
+        f"""CREATE TRIGGER tasks_changed AFTER UPDATE OF {_EVENT_FIELDS[9:]} ON tasks BEGIN
+            INSERT INTO task_events ({_EVENT_FIELDS}) VALUES ({_NEW_EVENT_VALUES});
+        END""",
     ],
 ]
 
@@ -685,6 +756,23 @@ class SqliteStore:
         )
         return bool(rows)
 
+    # -- change events ---------------------------------------------------------------------
+
+    async def last_event(self) -> int:
+        rows = await self._read("SELECT coalesce(max(seq), 0) FROM task_events")
+        return int(rows[0][0])
+
+    async def events_after(self, seq: int, limit: int = 1000) -> list[TaskEvent]:
+        """Task changes committed after `seq`, oldest first."""
+        rows = await self._read(
+            f"SELECT seq, {_EVENT_FIELDS} FROM task_events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
+        return [_event(row) for row in rows]
+
+    async def prune_events(self, up_to_seq: int) -> None:
+        await self._write("DELETE FROM task_events WHERE seq <= ?", (up_to_seq,))
+
     # -- maintenance -----------------------------------------------------------------------
 
     async def purge(self, older_than: float, *, chunk: int = 1000) -> int:
@@ -764,6 +852,23 @@ def _settle(
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"the task database cannot be used: {exc}")
+
+
+def _event(row: Sequence[Any]) -> TaskEvent:
+    return TaskEvent(
+        seq=row[0],
+        task_id=row[1],
+        status=TaskStatus(row[2]),
+        progress=None if row[3] is None else float(row[3]),
+        message=row[4],
+        result=None if row[5] is None else json.loads(row[5]),
+        error=row[6],
+        attempts=row[7],
+        run_at=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        cancel_requested=bool(row[11]),
+    )
 
 
 def _task(row: Sequence[Any]) -> Task:

@@ -12,12 +12,25 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, get_args, get_origin, overload
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+)
 
 from models import InvalidParams, UnknownTaskType
 
 # The built-in task modules, loaded before TASKS_MODULES.
-BUILTIN_MODULES: tuple[str, ...] = ("tasks.sleep", "tasks.maintenance", "tasks.process_csv")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "tasks.sleep",
+    "tasks.http_request",
+    "tasks.send_email",
+    "tasks.process_csv",
+    "tasks.maintenance",
+)
 
 
 class PermanentError(Exception):
@@ -132,7 +145,7 @@ class TaskDefinition:
     max_attempts: int = 1
     timeout: float | None = None
     schedule: Schedule | None = None
-    param_names: tuple[str, ...] = field(default=())
+    param_names: dict[str, str] = field(default_factory=dict)  # param -> model field
     file_params: tuple[str, ...] = field(default=())  # params typed FileId
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -144,12 +157,12 @@ class TaskDefinition:
             model = self.params_model.model_validate(params)
         except ValidationError as exc:
             raise InvalidParams(self.name, json.loads(exc.json(include_url=False))) from None
-        return model.model_dump(mode="json")
+        return model.model_dump(mode="json", by_alias=True)
 
     def bind(self, params: dict[str, Any]) -> dict[str, Any]:
         """Stored params turned back into the Python values the function's hints ask for."""
         model = self.params_model.model_validate(params)
-        return {name: getattr(model, name) for name in self.param_names}
+        return {param: getattr(model, name) for param, name in self.param_names.items()}
 
     def params_schema(self) -> dict[str, Any]:
         return self.params_model.model_json_schema()
@@ -208,13 +221,14 @@ def task(
 
 def _params_model(
     function: Callable[..., Any],
-) -> tuple[type[BaseModel], tuple[str, ...], tuple[str, ...]]:
+) -> tuple[type[BaseModel], dict[str, str], tuple[str, ...]]:
     signature = inspect.signature(function)
     parameters = list(signature.parameters.values())
     if not parameters:
         raise TypeError(f"task {function.__name__!r} must take a Context as first parameter")
     hints = typing.get_type_hints(function, include_extras=True)
     fields: dict[str, Any] = {}
+    names: dict[str, str] = {}  # param name -> field name in the model
     file_params: list[str] = []
     for parameter in parameters[1:]:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -223,13 +237,18 @@ def _params_model(
         hint = hints.get(parameter.name, Any)
         if get_origin(hint) is Annotated and UPLOADED_FILE in get_args(hint)[1:]:
             file_params.append(parameter.name)
-        fields[parameter.name] = (hint, default)
+        field_name = parameter.name
+        if hasattr(BaseModel, field_name):  # `json`, `copy`...: keep the name as an alias
+            field_name = f"{parameter.name}_param"
+            hint = Annotated[hint, Field(alias=parameter.name)]
+        fields[field_name] = (hint, default)
+        names[parameter.name] = field_name
     model = create_model(  # type: ignore[call-overload]
         f"{function.__name__}_params",
         __config__=ConfigDict(extra="forbid", title=f"{function.__name__} params"),
         **fields,
     )
-    return model, tuple(fields), tuple(file_params)
+    return model, names, tuple(file_params)
 
 
 class TaskRegistry:

@@ -17,11 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from config import Settings
 from main import create_app
 from models import TaskStatus
 from service import TaskService
+from tests.mailbox import Mail, Mailbox, StartServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_MODULES = ("tests.sample_tasks",)
@@ -125,6 +127,7 @@ class Server:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
+    app: str = "main:app"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     _log: Any = None
@@ -141,7 +144,7 @@ class Server:
             "TASKS_WATCH_INTERVAL": "0.05",
             **self.env,
         }
-        command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(self.port)]
+        command = [sys.executable, "-m", "uvicorn", self.app, "--port", str(self.port)]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
         self._log = self.log_path.open("ab")
@@ -217,3 +220,23 @@ def statuses(tasks: list[dict[str, Any]]) -> dict[str, int]:
 
 
 TERMINAL = {s.value for s in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)}
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[StartServer]:
+    """Start aiosmtpd servers on 127.0.0.1 (SMTP keyword arguments pass through)."""
+    started: list[Controller] = []
+
+    def start(**kwargs: Any) -> Mail:
+        mailbox = Mailbox()
+        port = free_port()
+        controller = Controller(
+            mailbox, hostname="127.0.0.1", port=port, server_hostname="mail.test", **kwargs
+        )
+        controller.start()
+        started.append(controller)
+        return Mail(mailbox, port)
+
+    yield start
+    for controller in started:
+        controller.stop()

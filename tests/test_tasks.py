@@ -73,7 +73,7 @@ def test_bare_task_decorator_names_it_after_the_function() -> None:
     assert resize.max_attempts == 1
     assert resize.timeout is None
     assert resize.schedule is None
-    assert resize.param_names == ("file_id", "width")
+    assert list(resize.param_names) == ["file_id", "width"]
 
 
 def test_task_decorator_with_options() -> None:
@@ -374,3 +374,15 @@ async def test_context_cancelled_turns_true_on_request() -> None:
     assert ctx.cancelled is True
     ctx.request_cancel()  # asking twice is harmless
     assert ctx.cancelled is True
+
+
+def test_params_named_like_pydantic_methods_keep_their_names() -> None:
+    @task
+    async def call(ctx: Context, json: dict[str, int], copy: bool = False) -> None: ...
+
+    assert call.validate({"json": {"a": 1}}) == {"json": {"a": 1}, "copy": False}
+    assert call.bind({"json": {"a": 1}, "copy": True}) == {"json": {"a": 1}, "copy": True}
+    schema = call.params_schema()
+    assert set(schema["properties"]) == {"json", "copy"} and schema["required"] == ["json"]
+    with pytest.raises(InvalidParams):
+        call.validate({"json_param": {"a": 1}})
