@@ -6,16 +6,19 @@ import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from events import ChangeFeed
+from metrics import render as render_metrics
 from models import (
     TERMINAL_STATUSES,
     IdempotencyConflict,
@@ -231,8 +234,12 @@ def _validation_error(exc: ValidationError, *prefix: str | int) -> RequestValida
 tasks_router = APIRouter(tags=["tasks"], dependencies=[Depends(require_token)])
 schedules_router = APIRouter(tags=["schedules"], dependencies=[Depends(require_token)])
 files_router = APIRouter(tags=["files"], dependencies=[Depends(require_token)])
+metrics_router = APIRouter(tags=["metrics"], dependencies=[Depends(require_token)])
 health_router = APIRouter(tags=["health"])
 openapi_router = APIRouter(dependencies=[Depends(require_token)], include_in_schema=False)
+# The page needs no token; the API calls it makes do.
+dashboard_router = APIRouter(include_in_schema=False)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 _CREATE_BODY = {
     "requestBody": {
@@ -434,11 +441,40 @@ async def get_file(file_id: str, service: ServiceDep) -> dict[str, Any]:
     return record.to_json()
 
 
+@metrics_router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **_errors(401)},
+)
+async def metrics(service: ServiceDep) -> Response:
+    """Prometheus text format: tasks by status and type, queue depth, durations, retries."""
+    body = await render_metrics(service.store, service.runner.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
 @health_router.get("/health", response_model=Health, responses={503: {"model": ErrorOut}})
 async def health(service: ServiceDep) -> dict[str, Any]:
     """200 while the database can be used, else 503."""
     await service.store.ping()
     return {"status": "ok", "worker": service.runner.worker_id, "running": service.runner.running}
+
+
+@dashboard_router.get("/")
+async def dashboard() -> FileResponse:
+    """The dashboard: one static page, its CSS and JavaScript under /static."""
+    return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+
+
+# The page loads only its own files and talks only to this service.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
 
 
 @openapi_router.get("/openapi.json")

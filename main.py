@@ -10,11 +10,15 @@ from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api import (
+    STATIC_DIR,
+    dashboard_router,
     files_router,
     health_router,
     install_error_handlers,
+    metrics_router,
     openapi_router,
     schedules_router,
     tasks_router,
@@ -115,7 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks_router)
     app.include_router(schedules_router)
     app.include_router(files_router)
+    app.include_router(metrics_router)
     app.include_router(health_router)
+    app.include_router(dashboard_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
     upload_limit = settings.max_upload + MULTIPART_OVERHEAD
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import liveness
 from config import Settings
+from metrics import MetricsRecorder
 from models import NewTask, StoreUnavailable, Task, TaskStatus, dump_json
 from store import Outcome, Store, WorkerInfo
 from tasks import Context, Host, PermanentError, TaskDefinition, TaskRegistry
@@ -53,6 +54,7 @@ class _Attempt:
     definition: TaskDefinition
     context: Context
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # when its code returned or raised
     handle: asyncio.Task[None] | None = None
     interruptible: bool = False  # True while an asyncio cancel would land in the task's code
     cancel_requested: bool = False
@@ -65,6 +67,7 @@ class Runner:
     ) -> None:
         self.store = store
         self.host = host
+        self.metrics = MetricsRecorder()
         self.registry = registry
         self.settings = settings
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(6)}"
@@ -114,6 +117,7 @@ class Runner:
             if unfinished:
                 await self._hand_back(unfinished)
         with contextlib.suppress(StoreUnavailable):
+            await self.metrics.flush(self.store)
             await self.store.remove_worker(self.worker_id)
         log.info("runner %s stopped", self.worker_id)
 
@@ -383,6 +387,7 @@ class Runner:
 
     async def _conclude(self, attempt: _Attempt, outcome: Outcome | None) -> None:
         """Store how the attempt ended; a stored cancel wins over whatever it returned."""
+        attempt.ended = time.monotonic()
         task = attempt.task
         if attempt.cancel_requested:
             outcome = Outcome(TaskStatus.CANCELLED)
@@ -395,7 +400,8 @@ class Runner:
     async def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
         task = attempt.task
         await self._with_store_retries(lambda: self.store.finish(task, outcome))
-        took = time.monotonic() - attempt.started
+        took = (attempt.ended or time.monotonic()) - attempt.started
+        self.metrics.attempt_ended(task.name, outcome.status, took)
         if outcome.status is TaskStatus.PENDING:
             assert outcome.retry_at is not None
             self._note_pending(outcome.retry_at)
@@ -436,6 +442,7 @@ class Runner:
                 if now - last_beat >= _HEARTBEAT_EVERY:
                     last_beat = now
                     await self._heartbeat()
+                    await self.metrics.flush(self.store)
                 if await self.store.changed():
                     await self._apply_changes()
                 if now - last_sweep >= _SWEEP_EVERY:

@@ -162,6 +162,10 @@ class Store(Protocol):
     async def last_event(self) -> int: ...
     async def events_after(self, seq: int, limit: int = 1000) -> list[TaskEvent]: ...
     async def prune_events(self, up_to_seq: int) -> None: ...
+    async def task_counts(self) -> list[tuple[str, str, int]]: ...
+    async def queue_stats(self) -> tuple[int, float | None]: ...
+    async def add_metric_counts(self, deltas: dict[tuple[str, str, str], float]) -> None: ...
+    async def metric_counts(self) -> list[tuple[str, str, str, float]]: ...
 
 
 async def open_store(settings: Settings) -> Store:
@@ -269,6 +273,17 @@ MIGRATIONS: list[list[str]] = [
             INSERT INTO task_events ({_EVENT_FIELDS}) VALUES ({_NEW_EVENT_VALUES});
         END""",
     ],
+    [
+        # Counters every process adds to: they survive restarts and purges, unlike tasks.
+        """CREATE TABLE metric_counts (
+            metric TEXT NOT NULL,
+            name TEXT NOT NULL,
+            label TEXT NOT NULL,
+            value REAL NOT NULL,
+            PRIMARY KEY (metric, name, label)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX tasks_by_status_name ON tasks (status, name)",
+    ],
 ]
 
 _COLUMNS = (
@@ -340,6 +355,11 @@ class _Write:
     params: list[Sequence[Any]]
     returning: bool
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
+
+    @property
+    def splittable(self) -> bool:
+        """Several callers' rows merged into one write: each can be retried on its own."""
+        return len(self.params) > 1 and len(self.futures) == len(self.params)
 
 
 class SqliteStore:
@@ -444,6 +464,17 @@ class SqliteStore:
     async def _write(self, sql: str, params: Sequence[Any]) -> None:
         await self._submit(sql, params, returning=False)
 
+    async def _submit_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        """Many rows of one statement, in one transaction."""
+        if not rows:
+            return
+        if self._flusher is None or self._closing:
+            raise StoreUnavailable("the task store is closed")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(sql, list(rows), False, [future]))
+        self._wakeup.set()
+        await future
+
     async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[Any]:
         rows: list[Any] = await self._submit(sql, params, returning=True)
         return rows
@@ -490,14 +521,16 @@ class SqliteStore:
         try:
             results = await self._run_transaction(conn, batch)
         except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
-            if len(batch) == 1 and len(batch[0].params) == 1:
+            if len(batch) == 1 and not batch[0].splittable:
                 _settle(batch[0].futures, error=_unavailable(exc))
                 return
             # One bad write must not sink its neighbours: retry each on its own.
             for write in batch:
-                for params, future in zip(write.params, write.futures, strict=False):
-                    single = _Write(write.sql, [params], write.returning, [future])
-                    await self._commit([single])
+                if not write.splittable:
+                    await self._commit([write])
+                    continue
+                for params, future in zip(write.params, write.futures, strict=True):
+                    await self._commit([_Write(write.sql, [params], write.returning, [future])])
             return
         for write, result in zip(batch, results, strict=True):
             _settle(write.futures, result=result)
@@ -772,6 +805,32 @@ class SqliteStore:
 
     async def prune_events(self, up_to_seq: int) -> None:
         await self._write("DELETE FROM task_events WHERE seq <= ?", (up_to_seq,))
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def task_counts(self) -> list[tuple[str, str, int]]:
+        """(status, name, count) of the tasks in the store."""
+        rows = await self._read("SELECT status, name, count(*) FROM tasks GROUP BY status, name")
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    async def queue_stats(self) -> tuple[int, float | None]:
+        """How many pending tasks are due now, and since when the oldest has waited."""
+        rows = await self._read(
+            "SELECT count(*), min(run_at) FROM tasks WHERE status = 'pending' AND run_at <= ?",
+            (time.time(),),
+        )
+        return rows[0][0], rows[0][1]
+
+    async def add_metric_counts(self, deltas: dict[tuple[str, str, str], float]) -> None:
+        await self._submit_many(
+            "INSERT INTO metric_counts (metric, name, label, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (metric, name, label) DO UPDATE SET value = value + excluded.value",
+            [(*key, value) for key, value in deltas.items()],
+        )
+
+    async def metric_counts(self) -> list[tuple[str, str, str, float]]:
+        rows = await self._read("SELECT metric, name, label, value FROM metric_counts")
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     # -- maintenance -----------------------------------------------------------------------
 
