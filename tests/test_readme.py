@@ -16,7 +16,8 @@ def test_ci_runs_the_readme_test_command() -> None:
     _, test_command = commands()
     ci_lines = (ROOT / ".ci" / "run").read_text().strip().splitlines()
     assert ci_lines[-1] == test_command
-    assert "pytest" in test_command
+    script = (ROOT / test_command.split()[-1]).read_text()
+    assert "pytest" in script and "requirements-dev.txt" in script
 
 
 def test_readme_run_command_installs_and_starts_the_service() -> None:
