@@ -1,0 +1,1306 @@
+// The dashboard: plain DOM, no framework. Everything that comes from the API is put on the
+// page as text (textContent, attribute values), never parsed as HTML.
+
+const TOKEN_KEY = "tasks.apiToken";
+const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const PAGE_SIZE = 50;
+const MAX_LIVE_ROWS = 200; // rows kept while live inserts push older ones down
+const BACKOFF_FIRST = 1000;
+const BACKOFF_MAX = 30000;
+
+const $ = (selector) => document.querySelector(selector);
+
+// -- small DOM helpers ----------------------------------------------------------------------
+
+/** An element with properties/attributes from `props` and text or node children. */
+function h(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "className") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key in node && !key.startsWith("aria")) node[key] = value;
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function setText(node, text) {
+  const value = text ?? "";
+  if (node.textContent !== value) node.textContent = value;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function shortId(id) {
+  return id.length > 8 ? id.slice(-8) : id;
+}
+
+function json(value, indent = 2) {
+  return JSON.stringify(value, null, indent);
+}
+
+/** `seconds=3 · steps=30`: a task's params on one line. */
+function paramsSummary(params) {
+  const parts = Object.entries(params ?? {})
+    .filter(([, value]) => value !== null)
+    .map(([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`);
+  const line = parts.join(" · ");
+  return line.length > 90 ? `${line.slice(0, 89)}…` : line;
+}
+
+function oneLine(text, max = 80) {
+  const line = String(text).replace(/\s+/g, " ").trim();
+  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
+}
+
+// -- time -----------------------------------------------------------------------------------
+
+const timeFormat = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+});
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
+  month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+});
+const fullFormat = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "short", day: "numeric",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
+});
+
+function parseTime(iso) {
+  if (!iso) return null;
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+function shortTime(iso) {
+  const date = parseTime(iso);
+  if (!date) return "";
+  const now = new Date();
+  return date.toDateString() === now.toDateString() ? timeFormat.format(date) : dateTimeFormat.format(date);
+}
+
+function fullTime(iso) {
+  const date = parseTime(iso);
+  return date ? fullFormat.format(date) : "";
+}
+
+function duration(seconds) {
+  if (seconds < 0) seconds = 0;
+  if (seconds < 10) return `${seconds.toFixed(1)} s`;
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 90) return `${minutes} min ${Math.round(seconds % 60)} s`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours} h ${minutes % 60} min`;
+  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+}
+
+function between(startIso, endIso) {
+  const start = parseTime(startIso);
+  const end = parseTime(endIso);
+  return start && end ? duration((end - start) / 1000) : "";
+}
+
+/** "in 12 s" / "3 min ago" from now. */
+function relative(iso) {
+  const date = parseTime(iso);
+  if (!date) return "";
+  const seconds = (date - Date.now()) / 1000;
+  if (Math.abs(seconds) < 1) return "now";
+  return seconds > 0 ? `in ${duration(seconds)}` : `${duration(-seconds)} ago`;
+}
+
+function timeNode(iso, text, className) {
+  return h("time", { dateTime: iso ?? "", title: fullTime(iso), className, text });
+}
+
+// -- toasts ---------------------------------------------------------------------------------
+
+function toast(message, kind = "info") {
+  const node = h("div", { className: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" });
+  node.append(h("span", { text: message }));
+  node.append(h("button", {
+    type: "button", className: "toast-close", "aria-label": "Dismiss", text: "✕",
+    onclick: () => node.remove(),
+  }));
+  $("#toasts").append(node);
+  setTimeout(() => node.remove(), kind === "error" ? 8000 : 4000);
+}
+
+// -- the API, with the bearer token ---------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+let tokenWaiter = null;
+let tokenResolve = null;
+
+function currentToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function authHeaders(token = currentToken()) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** Wait until the user gives a token (the request sent with `refused` got a 401). */
+function askForToken(refused) {
+  const now = currentToken();
+  if (now && now !== refused) return Promise.resolve(); // someone already entered a new one
+  if (now) sessionStorage.removeItem(TOKEN_KEY);
+  updateTokenButton();
+  if (!tokenWaiter) {
+    tokenWaiter = new Promise((resolve) => { tokenResolve = resolve; });
+    setLive("locked");
+    const error = $("#token-error");
+    error.hidden = !refused;
+    error.textContent = refused ? "That token was refused. Check it and try again." : "";
+    const dialog = $("#token-dialog");
+    if (!dialog.open) dialog.showModal();
+    $("#token-input").value = "";
+    $("#token-input").focus();
+  }
+  return tokenWaiter;
+}
+
+function setupTokenDialog() {
+  const dialog = $("#token-dialog");
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("#token-input").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    updateTokenButton();
+    const resolve = tokenResolve;
+    tokenWaiter = null;
+    tokenResolve = null;
+    dialog.close();
+    if (resolve) resolve();
+  });
+  // Nothing works without the token: Escape does not dismiss the prompt (and if the browser
+  // closes it anyway, it comes back).
+  dialog.addEventListener("cancel", (event) => event.preventDefault());
+  dialog.addEventListener("close", () => {
+    if (tokenWaiter) setTimeout(() => { if (tokenWaiter && !dialog.open) dialog.showModal(); }, 0);
+  });
+  $("#forget-token").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    updateTokenButton();
+    restart();
+  });
+  updateTokenButton();
+}
+
+function updateTokenButton() {
+  $("#forget-token").hidden = !currentToken();
+}
+
+async function readBody(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Call the API; on 401, ask for the token and try again. Errors throw ApiError. */
+async function api(method, path, body) {
+  for (;;) {
+    const token = currentToken();
+    const headers = { Accept: "application/json", ...authHeaders(token) };
+    const init = { method, headers, cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch {
+      throw new ApiError(0, "The service cannot be reached.");
+    }
+    if (response.status === 401) {
+      await askForToken(token);
+      continue;
+    }
+    const data = await readBody(response);
+    if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : data);
+    return data;
+  }
+}
+
+/** A readable line for any error detail FastAPI sends (a string or a list of errors). */
+function describeError(error) {
+  if (!(error instanceof ApiError)) return String(error?.message ?? error);
+  const { detail, status } = error;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail)) return detail.map((item) => `${errorLocation(item)}: ${item.msg}`).join("; ");
+  return `The service answered ${status}.`;
+}
+
+function errorLocation(item) {
+  const loc = Array.isArray(item?.loc) ? item.loc.filter((part, i) => !(i === 0 && part === "body")) : [];
+  return loc.length ? loc.join(".") : "request";
+}
+
+// -- event streams (fetch, so the Authorization header can be sent) -------------------------
+
+/** Read an SSE body, calling onEvent({event, data}) and onComment(text); resolves at its end. */
+async function readEventStream(body, { onEvent, onComment }) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let eventName = "";
+  let data = [];
+  const line = (text) => {
+    if (text === "") {
+      if (data.length) onEvent({ event: eventName || "message", data: data.join("\n") });
+      eventName = "";
+      data = [];
+      return;
+    }
+    if (text.startsWith(":")) {
+      onComment(text.slice(1).trim());
+      return;
+    }
+    const colon = text.indexOf(":");
+    const field = colon === -1 ? text : text.slice(0, colon);
+    let value = colon === -1 ? "" : text.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") eventName = value;
+    else if (field === "data") data.push(value);
+  };
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let match;
+      while ((match = /\r\n|\r|\n/.exec(buffer))) {
+        // A lone \r at the very end may be the first half of \r\n: wait for more.
+        if (match[0] === "\r" && match.index === buffer.length - 1) break;
+        line(buffer.slice(0, match.index));
+        buffer = buffer.slice(match.index + match[0].length);
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+function parseTask(data) {
+  try {
+    const task = JSON.parse(data);
+    return task && typeof task.id === "string" ? task : null;
+  } catch {
+    return null;
+  }
+}
+
+let liveTimer = null;
+
+function setLive(state, retryAt) {
+  const node = $("#live");
+  node.dataset.state = state;
+  clearInterval(liveTimer);
+  const labels = {
+    connecting: "Connecting…",
+    live: "Live",
+    locked: "Waiting for token",
+  };
+  if (state === "reconnecting") {
+    const show = () => {
+      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+      node.textContent = seconds ? `Reconnecting in ${seconds} s` : "Reconnecting…";
+    };
+    show();
+    liveTimer = setInterval(show, 500);
+  } else {
+    node.textContent = labels[state] ?? state;
+  }
+}
+
+/** GET /events for as long as the page lives: every task change, reconnecting with backoff. */
+const feed = { controller: null, generation: 0 };
+
+async function runFeed() {
+  const generation = ++feed.generation;
+  let backoff = BACKOFF_FIRST;
+  while (generation === feed.generation) {
+    const token = currentToken();
+    const controller = new AbortController();
+    feed.controller = controller;
+    setLive("connecting");
+    try {
+      const response = await fetch("/events", {
+        headers: { Accept: "text/event-stream", ...authHeaders(token) },
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.status === 401) {
+        await askForToken(token);
+        continue;
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      // The service says ": connected" once it listens; changes from then on arrive here,
+      // so the list is read only then, and nothing falls between the two.
+      let opened = false;
+      const open = () => {
+        if (opened || generation !== feed.generation) return;
+        opened = true;
+        clearTimeout(fallback);
+        backoff = BACKOFF_FIRST;
+        setLive("live");
+        reloadTasks();
+      };
+      const fallback = setTimeout(open, 2000); // a service that never says so
+      try {
+        await readEventStream(response.body, {
+          onComment: (text) => { if (text === "connected") open(); },
+          onEvent: ({ event, data }) => {
+            open();
+            if (event !== "task") return;
+            const task = parseTask(data);
+            if (task) receiveTask(task);
+          },
+        });
+      } finally {
+        clearTimeout(fallback);
+      }
+    } catch {
+      if (controller.signal.aborted && generation !== feed.generation) return;
+    }
+    if (generation !== feed.generation) return;
+    if (!tasks.loadedOnce) reloadTasks(); // show what we can, even without the stream
+    const retryAt = Date.now() + backoff;
+    setLive("reconnecting", retryAt);
+    await sleep(backoff);
+    backoff = Math.min(backoff * 2, BACKOFF_MAX);
+  }
+}
+
+function stopFeed() {
+  feed.generation += 1;
+  feed.controller?.abort();
+}
+
+// -- the task list --------------------------------------------------------------------------
+
+const tasks = {
+  rows: new Map(), // id -> {task, tr, cells}
+  nextCursor: null,
+  loading: 0, // a list read in flight: live changes wait in `held`
+  held: [],
+  loadSeq: 0,
+  loadedOnce: false,
+  keep: PAGE_SIZE,
+};
+
+function filters() {
+  const statuses = [...document.querySelectorAll('#filters input[name="status"]:checked')].map((box) => box.value);
+  const name = $("#filter-name").value.trim();
+  return { statuses, name };
+}
+
+function matchesFilters(task) {
+  const { statuses, name } = filters();
+  return (!statuses.length || statuses.includes(task.status)) && (!name || task.name === name);
+}
+
+function listQuery(cursor) {
+  const { statuses, name } = filters();
+  const query = new URLSearchParams();
+  for (const status of statuses) query.append("status", status);
+  if (name) query.set("name", name);
+  query.set("limit", String(PAGE_SIZE));
+  if (cursor) query.set("cursor", cursor);
+  return `/tasks?${query}`;
+}
+
+/** Newest first, as the API orders them: by creation time, then id. */
+function newerThan(a, b) {
+  if (a.created_at !== b.created_at) return a.created_at > b.created_at;
+  return a.id > b.id;
+}
+
+async function reloadTasks() {
+  const seq = ++tasks.loadSeq;
+  tasks.loading += 1;
+  $("#task-table").setAttribute("aria-busy", "true");
+  try {
+    const page = await api("GET", listQuery(null));
+    if (seq !== tasks.loadSeq) return;
+    tasks.rows.clear();
+    $("#task-rows").replaceChildren();
+    for (const task of page.items) appendRow(task);
+    tasks.nextCursor = page.next_cursor;
+    tasks.keep = Math.max(PAGE_SIZE, page.items.length);
+    tasks.loadedOnce = true;
+    showListError(null);
+  } catch (error) {
+    if (seq === tasks.loadSeq) showListError(`Cannot load tasks: ${describeError(error)}`);
+  } finally {
+    tasks.loading -= 1;
+    if (!tasks.loading) releaseHeld();
+    if (seq === tasks.loadSeq) $("#task-table").setAttribute("aria-busy", "false");
+    updateListFoot();
+  }
+}
+
+async function loadOlder() {
+  if (!tasks.nextCursor) return;
+  const seq = tasks.loadSeq;
+  const button = $("#older");
+  button.disabled = true;
+  tasks.loading += 1;
+  try {
+    const page = await api("GET", listQuery(tasks.nextCursor));
+    if (seq !== tasks.loadSeq) return;
+    for (const task of page.items) {
+      if (!tasks.rows.has(task.id)) appendRow(task);
+    }
+    tasks.nextCursor = page.next_cursor;
+    tasks.keep = Math.max(tasks.keep, tasks.rows.size);
+  } catch (error) {
+    toast(`Cannot load older tasks: ${describeError(error)}`, "error");
+  } finally {
+    button.disabled = false;
+    tasks.loading -= 1;
+    if (!tasks.loading) releaseHeld();
+    updateListFoot();
+  }
+}
+
+function releaseHeld() {
+  const held = tasks.held;
+  tasks.held = [];
+  for (const task of held) applyTask(task);
+}
+
+function showListError(message) {
+  const node = $("#tasks-error");
+  node.hidden = !message;
+  node.textContent = message ?? "";
+}
+
+function updateListFoot() {
+  const count = tasks.rows.size;
+  $("#tasks-empty").hidden = count > 0 || !tasks.loadedOnce;
+  $("#tasks-count").textContent = count ? `${count} task${count === 1 ? "" : "s"} shown` : "";
+  $("#older").hidden = !tasks.nextCursor;
+}
+
+/** A task from the event stream (or an action's answer). */
+function receiveTask(task) {
+  if (tasks.loading) tasks.held.push(task);
+  else applyTask(task);
+}
+
+/** Is `task` older news than what the row shows? (A slow answer can trail the stream.) */
+function isStale(task, shown) {
+  if (TERMINAL.has(shown.status)) return !TERMINAL.has(task.status) || task.status !== shown.status;
+  return task.attempts < shown.attempts;
+}
+
+function applyTask(task) {
+  const row = tasks.rows.get(task.id);
+  if (row) {
+    if (!isStale(task, row.task)) updateRow(row, task);
+    return;
+  }
+  if (!matchesFilters(task)) return;
+  const rowsNode = $("#task-rows");
+  // Where does it go? Usually at the top; after older rows only if we hold every older one.
+  let before = null;
+  for (const other of rowsNode.children) {
+    const otherTask = tasks.rows.get(other.dataset.taskId)?.task;
+    if (otherTask && newerThan(task, otherTask)) {
+      before = other;
+      break;
+    }
+  }
+  if (!before && tasks.nextCursor) return; // it belongs to a page not loaded yet
+  const created = buildRow(task);
+  rowsNode.insertBefore(created.tr, before);
+  created.tr.classList.add("row-new");
+  setTimeout(() => created.tr.classList.remove("row-new"), 1500);
+  trimRows();
+  updateListFoot();
+}
+
+/** Live inserts push rows down; keep the table to a sane size (the rest are a page away). */
+function trimRows() {
+  const limit = Math.max(MAX_LIVE_ROWS, tasks.keep);
+  const rowsNode = $("#task-rows");
+  if (rowsNode.children.length <= limit) return;
+  while (rowsNode.children.length > limit) {
+    const last = rowsNode.lastElementChild;
+    tasks.rows.delete(last.dataset.taskId);
+    last.remove();
+  }
+  // The list's cursor is the id of the last task shown: go on from the last row kept.
+  tasks.nextCursor = rowsNode.lastElementChild.dataset.taskId;
+}
+
+function appendRow(task) {
+  const row = buildRow(task);
+  $("#task-rows").append(row.tr);
+}
+
+function buildRow(task) {
+  const tr = h("tr", { tabIndex: 0, dataset: { taskId: task.id } });
+  const cells = {
+    id: h("td", { className: "col-id" }, h("code", { title: task.id, text: shortId(task.id) })),
+    name: h("td", { className: "col-name" }),
+    status: h("td", { className: "col-status" }),
+    progress: h("td", { className: "col-progress" }),
+    created: h("td", { className: "col-created" }, timeNode(task.created_at, shortTime(task.created_at))),
+    attempts: h("td", { className: "col-attempts" }),
+    actions: h("td", { className: "col-actions" }),
+  };
+  cells.name.append(
+    h("span", { className: "task-name", text: task.name }),
+    h("span", { className: "params-summary", text: paramsSummary(task.params) }),
+  );
+  tr.append(...Object.values(cells));
+  tr.addEventListener("click", (event) => {
+    if (event.target.closest("button, a, input")) return;
+    openDetail(task.id);
+  });
+  tr.addEventListener("keydown", (event) => {
+    if (event.target === tr && (event.key === "Enter" || event.key === " ")) {
+      event.preventDefault();
+      openDetail(task.id);
+    }
+  });
+  const row = { task, tr, cells, actionsKey: null };
+  tasks.rows.set(task.id, row);
+  updateRow(row, task);
+  return row;
+}
+
+function statusBadge(status) {
+  return h("span", { className: "badge", dataset: { status }, text: status });
+}
+
+/** Under the status: why a pending task waits, or that a cancel was asked for. */
+function statusNote(task) {
+  if (task.status === "running" && task.cancel_requested) return "cancelling…";
+  if (task.status === "pending") {
+    const runAt = parseTime(task.run_at);
+    if (task.error && task.attempts > 0) return `retry at ${shortTime(task.run_at)}`;
+    if (runAt && runAt - Date.now() > 1000) return `at ${shortTime(task.run_at)}`;
+  }
+  return "";
+}
+
+function percent(progress) {
+  return Math.max(0, Math.min(100, Number(progress)));
+}
+
+/** A <progress> bar (indeterminate while the task has reported none). */
+function progressBar(label) {
+  return h("progress", { max: 100, "aria-label": label });
+}
+
+function setProgress(bar, progress) {
+  if (progress === null || progress === undefined) {
+    bar.removeAttribute("value");
+    bar.removeAttribute("aria-valuenow");
+    return;
+  }
+  const value = percent(progress);
+  bar.value = value;
+  bar.setAttribute("aria-valuenow", String(Math.round(value * 10) / 10));
+}
+
+function formatPercent(progress) {
+  if (progress === null || progress === undefined) return "";
+  const value = percent(progress);
+  return `${value < 10 && value % 1 ? value.toFixed(1) : Math.round(value)}%`;
+}
+
+function updateRow(row, task) {
+  const { tr, cells } = row;
+  row.task = task;
+  tr.dataset.status = task.status;
+
+  const badge = cells.status.querySelector(".badge");
+  if (!badge) cells.status.append(statusBadge(task.status), h("span", { className: "status-note" }));
+  else {
+    badge.dataset.status = task.status;
+    setText(badge, task.status);
+  }
+  setText(cells.status.querySelector(".status-note"), statusNote(task));
+
+  // Progress: a bar while running; the outcome once finished.
+  const shape = task.status === "running" ? "bar" : `text-${task.status}`;
+  if (cells.progress.dataset.shape !== shape) {
+    cells.progress.dataset.shape = shape;
+    cells.progress.replaceChildren();
+    if (shape === "bar") {
+      cells.progress.append(
+        h("div", { className: "progress-line" },
+          progressBar(`Progress of ${task.name} ${shortId(task.id)}`),
+          h("span", { className: "progress-text" })),
+        h("span", { className: "progress-message" }),
+      );
+    } else {
+      cells.progress.append(h("span", { className: "outcome" }));
+    }
+  }
+  if (shape === "bar") {
+    setProgress(cells.progress.querySelector("progress"), task.progress);
+    setText(cells.progress.querySelector(".progress-text"), formatPercent(task.progress));
+    setText(cells.progress.querySelector(".progress-message"), task.message ? oneLine(task.message, 60) : "");
+  } else {
+    const outcome = cells.progress.querySelector(".outcome");
+    let text = "";
+    if (task.status === "failed" || (task.status === "pending" && task.error)) text = task.error ?? "";
+    else if (task.status === "completed" && task.result !== null && task.result !== undefined) {
+      text = `→ ${typeof task.result === "string" ? task.result : JSON.stringify(task.result)}`;
+    } else if (task.status === "cancelled") {
+      if (task.progress !== null && task.progress !== undefined) text = `stopped at ${formatPercent(task.progress)}`;
+      else if (task.started_at && task.finished_at) text = `stopped after ${between(task.started_at, task.finished_at)}`;
+      else if (!task.started_at) text = "never started";
+    } else if (task.status === "pending" && !task.error) {
+      const runAt = parseTime(task.run_at);
+      if (!runAt || runAt - Date.now() <= 1000) text = "queued";
+    }
+    setText(outcome, oneLine(text, 70));
+    outcome.title = text.length > 70 ? text : "";
+    outcome.dataset.kind = task.error ? "error" : "result";
+  }
+
+  setText(cells.attempts, `${task.attempts} / ${task.max_attempts}`);
+  cells.attempts.title = `${task.attempts} attempt${task.attempts === 1 ? "" : "s"} of at most ${task.max_attempts}`;
+
+  const actionsKey = `${task.status}:${task.cancel_requested}`;
+  if (row.actionsKey !== actionsKey) {
+    row.actionsKey = actionsKey;
+    cells.actions.replaceChildren(...actionButtons(task));
+  }
+}
+
+function actionButtons(task) {
+  const label = `${task.name} ${shortId(task.id)}`;
+  const buttons = [];
+  if (task.status === "pending" || task.status === "running") {
+    buttons.push(h("button", {
+      type: "button", className: "btn btn-small btn-danger", dataset: { action: "cancel" },
+      disabled: task.cancel_requested, "aria-label": `Cancel ${label}`, text: "Cancel",
+      onclick: (event) => cancelTask(task.id, event.currentTarget),
+    }));
+  }
+  if (task.status === "failed" || task.status === "cancelled") {
+    buttons.push(h("button", {
+      type: "button", className: "btn btn-small", dataset: { action: "retry" },
+      "aria-label": `Retry ${label}`, text: "Retry",
+      onclick: (event) => retryTask(task.id, event.currentTarget),
+    }));
+  }
+  return buttons;
+}
+
+async function cancelTask(id, button) {
+  if (button) button.disabled = true;
+  try {
+    const task = await api("POST", `/tasks/${encodeURIComponent(id)}/cancel`);
+    receiveTask(task);
+  } catch (error) {
+    toast(`Cannot cancel: ${describeError(error)}`, "error");
+    if (button) button.disabled = false;
+  }
+}
+
+async function retryTask(id, button) {
+  if (button) button.disabled = true;
+  try {
+    const task = await api("POST", `/tasks/${encodeURIComponent(id)}/retry`);
+    receiveTask(task);
+    toast(`Retrying as ${task.name} ${shortId(task.id)}`);
+  } catch (error) {
+    toast(`Cannot retry: ${describeError(error)}`, "error");
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
+function setupFilters() {
+  let timer = null;
+  const form = $("#filters");
+  form.addEventListener("submit", (event) => event.preventDefault());
+  form.addEventListener("change", () => {
+    clearTimeout(timer);
+    reloadTasks();
+  });
+  $("#filter-name").addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(reloadTasks, 300);
+  });
+  $("#older").addEventListener("click", loadOlder);
+}
+
+// -- the task detail ------------------------------------------------------------------------
+
+const detail = { task: null, controller: null, slots: null };
+
+function openDetail(id) {
+  const known = tasks.rows.get(id)?.task;
+  closeDetailStream();
+  detail.task = null;
+  detail.slots = buildDetail();
+  const dialog = $("#task-detail");
+  if (known) showDetail(known);
+  else {
+    setText($("#detail-title"), "Loading…");
+    setText($("#detail-id"), id);
+  }
+  if (!dialog.open) dialog.showModal();
+  followDetail(id);
+}
+
+function closeDetailStream() {
+  detail.controller?.abort();
+  detail.controller = null;
+}
+
+function setupDetail() {
+  const dialog = $("#task-detail");
+  $("#detail-close").addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    closeDetailStream();
+    detail.task = null;
+    const row = detail.lastRow;
+    if (row && row.isConnected) row.focus();
+  });
+  // A click on the backdrop (outside the drawer) closes it.
+  dialog.addEventListener("click", (event) => {
+    if (event.target === dialog) {
+      const box = dialog.getBoundingClientRect();
+      const inside = event.clientX >= box.left && event.clientX <= box.right
+        && event.clientY >= box.top && event.clientY <= box.bottom;
+      if (!inside) dialog.close();
+    }
+  });
+}
+
+/** GET /tasks/{id}/events while the drawer shows that task: its own changes, every one. */
+async function followDetail(id) {
+  const controller = new AbortController();
+  detail.controller = controller;
+  let backoff = BACKOFF_FIRST;
+  while (!controller.signal.aborted) {
+    const token = currentToken();
+    try {
+      const response = await fetch(`/tasks/${encodeURIComponent(id)}/events`, {
+        headers: { Accept: "text/event-stream", ...authHeaders(token) },
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.status === 401) {
+        await askForToken(token);
+        continue;
+      }
+      if (response.status === 404) {
+        showDetailMissing(id);
+        return;
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      await readEventStream(response.body, {
+        onComment: () => {},
+        onEvent: ({ event, data }) => {
+          if (event !== "task" || controller.signal.aborted) return;
+          const task = parseTask(data);
+          if (!task || task.id !== id) return;
+          backoff = BACKOFF_FIRST;
+          showDetail(task);
+        },
+      });
+    } catch {
+      if (controller.signal.aborted) return;
+    }
+    if (detail.task && TERMINAL.has(detail.task.status)) return; // the stream ends there
+    await sleep(backoff);
+    backoff = Math.min(backoff * 2, BACKOFF_MAX);
+  }
+}
+
+function showDetailMissing(id) {
+  setText($("#detail-title"), "No such task");
+  setText($("#detail-id"), id);
+  $("#detail-body").replaceChildren(h("p", { className: "empty", text: "It may have been purged." }));
+}
+
+function section(title, ...content) {
+  return h("section", { className: "detail-section" }, h("h3", { text: title }), ...content);
+}
+
+function buildDetail() {
+  const slot = (tag, props = {}) => h(tag, props);
+  const slots = {
+    progressSection: null,
+    bar: progressBar("Progress"),
+    percent: slot("span", { className: "progress-text", id: "detail-percent" }),
+    message: slot("p", { className: "progress-message", id: "detail-message" }),
+    facts: slot("dl", { className: "facts", id: "detail-facts" }),
+    params: slot("pre", { className: "code", id: "detail-params" }),
+    resultSection: null,
+    result: slot("pre", { className: "code", id: "detail-result" }),
+    errorSection: null,
+    error: slot("pre", { className: "code code-error", id: "detail-error" }),
+    actions: slot("div", { className: "detail-actions", id: "detail-actions" }),
+    actionsKey: null,
+  };
+  slots.bar.id = "detail-progress";
+  slots.progressSection = section("Progress",
+    h("div", { className: "progress-line" }, slots.bar, slots.percent), slots.message);
+  slots.resultSection = section("Result", slots.result);
+  slots.errorSection = section("Error", slots.error);
+  $("#detail-body").replaceChildren(
+    slots.actions,
+    slots.progressSection,
+    slots.errorSection,
+    slots.resultSection,
+    section("Params", slots.params),
+    section("Details", slots.facts),
+  );
+  return slots;
+}
+
+function showDetail(task) {
+  const slots = detail.slots;
+  if (!slots) return;
+  detail.task = task;
+  detail.lastRow = tasks.rows.get(task.id)?.tr ?? detail.lastRow;
+  setText($("#detail-title"), task.name);
+  setText($("#detail-id"), task.id);
+  const badge = $("#detail-status");
+  badge.dataset.status = task.status;
+  setText(badge, task.status);
+  $("#task-detail").dataset.taskId = task.id;
+  $("#task-detail").dataset.status = task.status;
+
+  const showProgress = task.status === "running" || (task.progress !== null && task.progress !== undefined);
+  slots.progressSection.hidden = !showProgress;
+  setProgress(slots.bar, task.progress);
+  setText(slots.percent, formatPercent(task.progress));
+  setText(slots.message, task.message ?? "");
+
+  setText(slots.params, json(task.params ?? {}));
+  const hasResult = task.status === "completed" || (task.result !== null && task.result !== undefined);
+  slots.resultSection.hidden = !hasResult;
+  setText(slots.result, hasResult ? json(task.result) : "");
+  slots.errorSection.hidden = !task.error;
+  setText(slots.error, task.error ?? "");
+  const errorTitle = slots.errorSection.querySelector("h3");
+  setText(errorTitle, task.status === "pending" ? "Last error (will retry)" : "Error");
+
+  const facts = [
+    ["Attempts", `${task.attempts} of ${task.max_attempts}`],
+    ["Priority", String(task.priority)],
+    ["Created", fullTime(task.created_at)],
+    ["Runs at", task.run_at && task.run_at !== task.created_at ? fullTime(task.run_at) : ""],
+    ["Started", fullTime(task.started_at)],
+    ["Finished", fullTime(task.finished_at)],
+    ["Waited", task.started_at ? between(task.run_at ?? task.created_at, task.started_at) : ""],
+    ["Ran for", task.finished_at ? between(task.started_at, task.finished_at) : ""],
+    ["Schedule", task.schedule_id ?? ""],
+    ["Cancel", task.cancel_requested ? "requested" : ""],
+  ].filter(([, value]) => value);
+  const rows = facts.flatMap(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
+  slots.facts.replaceChildren(...rows);
+
+  const key = `${task.status}:${task.cancel_requested}`;
+  if (slots.actionsKey !== key) {
+    slots.actionsKey = key;
+    slots.actions.replaceChildren(...actionButtons(task));
+  }
+}
+
+// -- starting a task ------------------------------------------------------------------------
+
+const types = { byName: new Map() };
+
+async function loadTaskTypes() {
+  try {
+    const list = await api("GET", "/task-types");
+    types.byName = new Map(list.map((type) => [type.name, type]));
+    const select = $("#start-type");
+    const previous = select.value;
+    const names = [...types.byName.keys()].sort();
+    select.replaceChildren(...names.map((name) => h("option", { value: name, text: name })));
+    $("#type-names").replaceChildren(...names.map((name) => h("option", { value: name })));
+    select.value = types.byName.has(previous) ? previous : types.byName.has("sleep") ? "sleep" : names[0] ?? "";
+    renderParamFields();
+  } catch (error) {
+    toast(`Cannot load task types: ${describeError(error)}`, "error");
+  }
+}
+
+function resolveRef(schema, root) {
+  if (schema && typeof schema.$ref === "string" && schema.$ref.startsWith("#/$defs/")) {
+    return root.$defs?.[schema.$ref.slice("#/$defs/".length)] ?? {};
+  }
+  return schema ?? {};
+}
+
+function typesOf(schema) {
+  if (Array.isArray(schema.type)) return schema.type;
+  return schema.type ? [schema.type] : [];
+}
+
+/** How to ask for one property: a kind of input, and the schema that drives it. */
+function fieldSpec(property, root) {
+  let schema = resolveRef(property, root);
+  let nullable = false;
+  const variants = schema.anyOf ?? schema.oneOf;
+  if (Array.isArray(variants)) {
+    const branches = variants.map((branch) => resolveRef(branch, root));
+    const concrete = branches.filter((branch) => !typesOf(branch).every((t) => t === "null") || !branch.type);
+    nullable = concrete.length < branches.length;
+    if (concrete.length === 1) schema = { ...concrete[0], default: property.default, description: property.description };
+    else {
+      const kinds = [...new Set(concrete.flatMap((branch) => typesOf(branch)))];
+      return { kind: "json", schema: property, nullable, acceptsString: kinds.includes("string"), kinds };
+    }
+  }
+  const kinds = typesOf(schema).filter((t) => t !== "null");
+  if (kinds.length < typesOf(schema).length) nullable = true;
+  const type = kinds.length === 1 ? kinds[0] : null;
+  if (Array.isArray(schema.enum) && schema.enum.every((v) => typeof v === "string")) {
+    return { kind: "enum", schema, nullable };
+  }
+  if (type === "string") return { kind: "string", schema, nullable };
+  if (type === "integer" || type === "number") return { kind: type, schema, nullable };
+  if (type === "boolean") return { kind: "boolean", schema, nullable };
+  return { kind: "json", schema, nullable, acceptsString: kinds.includes("string"), kinds };
+}
+
+function constraintHint(spec, required, hasDefault, defaultValue) {
+  const { schema, kind } = spec;
+  const parts = [];
+  if (kind === "json") {
+    const others = (spec.kinds ?? []).filter((t) => t !== "null" && t !== "string");
+    if (spec.acceptsString) parts.push(others.length ? `text, or JSON ${others.join(" or ")}` : "text");
+    else parts.push(others.length ? `JSON ${others.join(" or ")}` : "any JSON");
+  } else parts.push(kind === "enum" ? "one of the list" : kind);
+  const min = schema.minimum ?? schema.exclusiveMinimum;
+  const max = schema.maximum ?? schema.exclusiveMaximum;
+  if (min !== undefined && max !== undefined) parts.push(`${min} to ${max}`);
+  else if (min !== undefined) parts.push(schema.exclusiveMinimum !== undefined ? `over ${min}` : `at least ${min}`);
+  else if (max !== undefined) parts.push(`at most ${max}`);
+  if (schema.maxLength !== undefined) parts.push(`up to ${schema.maxLength} characters`);
+  if (schema.format) parts.push(schema.format);
+  if (!required && hasDefault && defaultValue !== null && kind !== "boolean") {
+    parts.push(`default ${typeof defaultValue === "string" ? defaultValue : JSON.stringify(defaultValue)}`);
+  } else if (!required) parts.push("optional");
+  return parts.join(" · ");
+}
+
+function renderParamFields() {
+  const type = types.byName.get($("#start-type").value);
+  const container = $("#start-params");
+  clearStartErrors();
+  if (!type) {
+    container.replaceChildren();
+    setText($("#start-description"), "");
+    return;
+  }
+  const facts = [];
+  if (type.max_attempts > 1) facts.push(`up to ${type.max_attempts} attempts`);
+  if (type.timeout) facts.push(`timeout ${type.timeout} s`);
+  if (type.schedule) facts.push(`scheduled ${type.schedule}`);
+  setText($("#start-description"), [type.description, facts.join(" · ")].filter(Boolean).join(" — "));
+
+  const root = type.params_schema ?? {};
+  const required = new Set(root.required ?? []);
+  const fields = [];
+  for (const [name, property] of Object.entries(root.properties ?? {})) {
+    const spec = fieldSpec(property, root);
+    const isRequired = required.has(name);
+    const hasDefault = Object.hasOwn(property, "default");
+    const id = `param-${name}`;
+    const hintId = `${id}-hint`;
+    const errorId = `${id}-error`;
+    let input;
+    const common = { id, name, "aria-describedby": `${hintId} ${errorId}`, required: isRequired };
+    if (spec.kind === "boolean") {
+      input = h("input", { ...common, type: "checkbox", checked: hasDefault ? Boolean(property.default) : false, required: false });
+    } else if (spec.kind === "enum") {
+      input = h("select", common,
+        (!isRequired && !hasDefault) ? h("option", { value: "", text: "(default)" }) : null,
+        spec.schema.enum.map((value) => h("option", { value, text: value })));
+      if (hasDefault && property.default !== null) input.value = property.default;
+    } else if (spec.kind === "string") {
+      input = h("input", { ...common, type: "text", spellcheck: false, autocomplete: "off" });
+      if (spec.schema.maxLength !== undefined) input.maxLength = spec.schema.maxLength;
+      if (spec.schema.minLength) input.minLength = spec.schema.minLength;
+      if (hasDefault && property.default !== null) input.value = String(property.default);
+    } else if (spec.kind === "integer" || spec.kind === "number") {
+      input = h("input", { ...common, type: "number", step: spec.kind === "integer" ? "1" : "any" });
+      const { minimum, maximum, exclusiveMinimum, exclusiveMaximum } = spec.schema;
+      if (minimum !== undefined) input.min = String(minimum);
+      else if (exclusiveMinimum !== undefined && spec.kind === "integer") input.min = String(exclusiveMinimum + 1);
+      if (maximum !== undefined) input.max = String(maximum);
+      else if (exclusiveMaximum !== undefined && spec.kind === "integer") input.max = String(exclusiveMaximum - 1);
+      if (hasDefault && property.default !== null) input.value = String(property.default);
+    } else {
+      input = h("textarea", { ...common, rows: 3, spellcheck: false, className: "mono" });
+      if (hasDefault && property.default !== null) input.value = json(property.default);
+      input.placeholder = spec.acceptsString ? "JSON, or plain text" : "JSON";
+    }
+    input.dataset.kind = spec.kind;
+    if (spec.acceptsString) input.dataset.acceptsString = "true";
+    const label = h("label", { htmlFor: id },
+      h("span", { className: "param-name", text: name }),
+      isRequired ? h("span", { className: "required", title: "required", "aria-hidden": "true", text: " *" }) : null,
+      isRequired ? h("span", { className: "visually-hidden", text: " (required)" }) : null);
+    const hint = h("p", {
+      className: "hint", id: hintId,
+      text: [property.description, constraintHint(spec, isRequired, hasDefault, property.default)].filter(Boolean).join(" — "),
+    });
+    const error = h("p", { className: "field-error", id: errorId, hidden: true });
+    const field = spec.kind === "boolean"
+      ? h("div", { className: "field field-check", dataset: { param: name } },
+        h("label", { htmlFor: id }, input, h("span", { className: "param-name", text: name })), hint, error)
+      : h("div", { className: "field", dataset: { param: name } }, label, input, hint, error);
+    fields.push(field);
+  }
+  if (!fields.length) fields.push(h("p", { className: "hint", text: "This task type takes no params." }));
+  container.replaceChildren(...fields);
+}
+
+function clearStartErrors() {
+  const box = $("#start-error");
+  box.hidden = true;
+  box.replaceChildren();
+  for (const node of document.querySelectorAll("#start-form .field-error")) {
+    node.hidden = true;
+    node.textContent = "";
+  }
+  for (const node of document.querySelectorAll("#start-form [aria-invalid]")) node.removeAttribute("aria-invalid");
+}
+
+function fieldError(name, message) {
+  const input = document.getElementById(`param-${name}`);
+  const error = document.getElementById(`param-${name}-error`);
+  if (!input || !error) return false;
+  input.setAttribute("aria-invalid", "true");
+  error.hidden = false;
+  error.append(h("span", { className: "field-error-line", text: message }));
+  return true;
+}
+
+/** The params object from the generated fields; null (with messages shown) if one is bad. */
+function collectParams() {
+  const params = {};
+  let ok = true;
+  for (const input of document.querySelectorAll("#start-params [data-kind]")) {
+    const { name } = input;
+    const kind = input.dataset.kind;
+    if (kind === "boolean") {
+      params[name] = input.checked;
+      continue;
+    }
+    const raw = input.value;
+    if (raw.trim() === "" && !(kind === "string" && input.required)) continue; // the default applies
+    if (kind === "integer" || kind === "number") params[name] = Number(raw);
+    else if (kind === "json") {
+      try {
+        params[name] = JSON.parse(raw);
+      } catch {
+        if (input.dataset.acceptsString) params[name] = raw.trim();
+        else {
+          fieldError(name, "This is not valid JSON.");
+          ok = false;
+        }
+      }
+    } else params[name] = raw;
+  }
+  return ok ? params : null;
+}
+
+function showStartError(error) {
+  const box = $("#start-error");
+  box.replaceChildren();
+  const { detail } = error instanceof ApiError ? error : { detail: null };
+  if (Array.isArray(detail)) {
+    box.append(h("p", { text: "The service refused this task:" }));
+    const list = h("ul");
+    for (const item of detail) {
+      const loc = Array.isArray(item.loc) ? item.loc : [];
+      if (loc[0] === "body" && loc[1] === "params" && loc.length > 2) fieldError(String(loc[2]), item.msg);
+      if (loc[0] === "body" && (loc[1] === "priority" || loc[1] === "delay")) {
+        document.getElementById(`start-${loc[1]}`)?.setAttribute("aria-invalid", "true");
+      }
+      list.append(h("li", {}, h("code", { text: errorLocation(item) }), " ", String(item.msg ?? "")));
+    }
+    box.append(list);
+  } else {
+    box.append(h("p", { text: describeError(error) }));
+  }
+  box.hidden = false;
+}
+
+function setupStartForm() {
+  $("#start-type").addEventListener("change", renderParamFields);
+  $("#start-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearStartErrors();
+    const name = $("#start-type").value;
+    const params = collectParams();
+    if (!name || params === null) return;
+    const body = { name, params };
+    const priority = $("#start-priority").value.trim();
+    const delay = $("#start-delay").value.trim();
+    if (priority) body.priority = Number(priority);
+    if (delay) body.delay = Number(delay);
+    const button = $("#start-submit");
+    button.disabled = true;
+    try {
+      const task = await api("POST", "/tasks", body);
+      receiveTask(task);
+      toast(`Started ${task.name} ${shortId(task.id)}`, "success");
+    } catch (error) {
+      showStartError(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// -- schedules ------------------------------------------------------------------------------
+
+const schedules = { list: [], loadedAt: 0, loading: false };
+
+async function loadSchedules() {
+  if (schedules.loading) return;
+  schedules.loading = true;
+  try {
+    schedules.list = await api("GET", "/schedules");
+    schedules.loadedAt = Date.now();
+    renderSchedules();
+  } catch (error) {
+    toast(`Cannot load schedules: ${describeError(error)}`, "error");
+    schedules.loadedAt = Date.now();
+  } finally {
+    schedules.loading = false;
+  }
+}
+
+function renderSchedules() {
+  const list = $("#schedule-list");
+  list.replaceChildren(...schedules.list.map(scheduleItem));
+  $("#schedules-empty").hidden = schedules.list.length > 0;
+}
+
+function scheduleItem(schedule) {
+  const paused = Boolean(schedule.paused);
+  const label = schedule.id;
+  const nextRun = schedule.next_run_at;
+  const item = h("li", {
+    className: "schedule",
+    dataset: { scheduleId: schedule.id, paused: String(paused) },
+  });
+  const title = h("div", { className: "schedule-title" },
+    h("span", { className: "task-name", text: schedule.id }),
+    paused ? h("span", { className: "badge", dataset: { status: "paused" }, text: "paused" }) : null);
+  const meta = h("div", { className: "schedule-meta" },
+    h("span", { className: "trigger", text: schedule.trigger }),
+    schedule.task !== schedule.id ? h("span", { text: `runs ${schedule.task}` }) : null,
+    h("span", { className: "next-run" },
+      paused || !nextRun ? "not scheduled" : [
+        "next ",
+        timeNode(nextRun, relative(nextRun), "relative"),
+      ]));
+  const params = paramsSummary(schedule.params);
+  const actions = h("div", { className: "schedule-actions" },
+    h("button", {
+      type: "button", className: "btn btn-small", dataset: { action: paused ? "resume" : "pause" },
+      "aria-label": `${paused ? "Resume" : "Pause"} schedule ${label}`, text: paused ? "Resume" : "Pause",
+      onclick: (event) => scheduleAction(schedule.id, paused ? "resume" : "pause", event.currentTarget),
+    }),
+    h("button", {
+      type: "button", className: "btn btn-small", dataset: { action: "run" },
+      "aria-label": `Run schedule ${label} now`, text: "Run now",
+      onclick: (event) => scheduleAction(schedule.id, "run", event.currentTarget),
+    }));
+  item.append(h("div", { className: "schedule-info" }, title, meta,
+    params ? h("div", { className: "params-summary", text: params }) : null), actions);
+  return item;
+}
+
+async function scheduleAction(id, action, button) {
+  button.disabled = true;
+  try {
+    const answer = await api("POST", `/schedules/${encodeURIComponent(id)}/${action}`);
+    if (action === "run") {
+      receiveTask(answer);
+      toast(`Running ${answer.name} ${shortId(answer.id)} now`, "success");
+    } else {
+      schedules.list = schedules.list.map((schedule) => (schedule.id === answer.id ? answer : schedule));
+      renderSchedules();
+    }
+  } catch (error) {
+    toast(`Cannot ${action} ${id}: ${describeError(error)}`, "error");
+    button.disabled = false;
+  }
+}
+
+/** Relative times tick; a schedule whose next run has passed is read again (at most every 5 s). */
+function tickSchedules() {
+  for (const node of document.querySelectorAll("#schedule-list time.relative")) {
+    setText(node, relative(node.dateTime));
+  }
+  const now = Date.now();
+  const due = schedules.list.some((schedule) => {
+    const next = parseTime(schedule.next_run_at);
+    return !schedule.paused && next && next.getTime() + 1000 < now;
+  });
+  if (due && now - schedules.loadedAt > 5000) loadSchedules();
+}
+
+// -- start ----------------------------------------------------------------------------------
+
+function restart() {
+  stopFeed();
+  tasks.loadedOnce = false;
+  tasks.loadSeq += 1;
+  tasks.rows.clear();
+  tasks.nextCursor = null;
+  $("#task-rows").replaceChildren();
+  updateListFoot();
+  loadTaskTypes();
+  loadSchedules();
+  runFeed();
+}
+
+function main() {
+  setupTokenDialog();
+  setupFilters();
+  setupDetail();
+  setupStartForm();
+  setInterval(tickSchedules, 1000);
+  restart();
+}
+
+main();
