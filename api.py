@@ -325,7 +325,7 @@ async def task_events(
         seen_up_to = await service.store.last_event()
         current = await service.get(task.id)  # read after subscribing: no change is missed
         last = current.to_json()
-        yield ServerSentEvent(data=last, event="task")
+        yield ServerSentEvent(data=last, event="task", id=str(seen_up_to))
         if current.status in TERMINAL_STATUSES:
             return
         async for changed in changes:
@@ -333,7 +333,7 @@ async def task_events(
             if snapshot == last or _is_older(changed, seen_up_to):
                 continue
             last = snapshot
-            yield ServerSentEvent(data=snapshot, event="task")
+            yield ServerSentEvent(data=snapshot, event="task", id=str(changed.event_seq))
             if changed.status in TERMINAL_STATUSES:
                 return
 
@@ -348,7 +348,7 @@ async def all_events(feed: FeedDep) -> AsyncIterator[ServerSentEvent]:
     async with feed.subscribe() as changes:
         yield ServerSentEvent(comment="connected")
         async for changed in changes:
-            yield ServerSentEvent(data=changed.to_json(), event="task")
+            yield ServerSentEvent(data=changed.to_json(), event="task", id=str(changed.event_seq))
 
 
 @tasks_router.post(

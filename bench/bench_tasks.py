@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from tasks import Context, task
 
 
@@ -13,3 +16,19 @@ async def noop(ctx: Context) -> None:
 @task
 def noop_sync(ctx: Context) -> None:
     """Does nothing, in a thread."""
+
+
+# Monotonic start times of `stamp` tasks, by task id: how long pickup took.
+started_at: dict[str, float] = {}
+
+
+@task
+async def stamp(ctx: Context) -> None:
+    """Notes when it started (time.perf_counter), for pickup latency."""
+    started_at[ctx.task_id] = time.perf_counter()
+
+
+@task
+async def wait_forever(ctx: Context) -> None:
+    """Runs until cancelled, for cancel latency."""
+    await asyncio.Event().wait()

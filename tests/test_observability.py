@@ -25,9 +25,13 @@ def stream(url: str, *, timeout: float = 30) -> Iterator[tuple[str, dict[str, An
     with httpx.stream("GET", url, timeout=timeout) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        event, data = "message", None
+        event, data, last_id = "message", None, -1
         for line in response.iter_lines():
-            if line.startswith("event:"):
+            if line.startswith("id:"):
+                event_id = int(line.split(":", 1)[1])
+                assert event_id >= last_id  # change sequence numbers only grow
+                last_id = event_id
+            elif line.startswith("event:"):
                 event = line.split(":", 1)[1].strip()
             elif line.startswith("data:"):
                 data = json.loads(line.split(":", 1)[1])
