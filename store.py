@@ -316,9 +316,15 @@ _CLAIM = (
     "ORDER BY priority DESC, run_at, id LIMIT ?) "
     f"RETURNING {_COLUMNS}"
 )
+# A cancel stored before this write wins over how the attempt ended (even a success that
+# raced with it): once a cancel was accepted, the task ends cancelled and is never retried.
 _FINISH = (
-    "UPDATE tasks SET status = ?, result = ?, error = ?, finished_at = ?, "
-    "run_at = COALESCE(?, run_at) "
+    "UPDATE tasks SET "
+    "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE ? END, "
+    "result = CASE WHEN cancel_requested THEN NULL ELSE ? END, "
+    "error = CASE WHEN cancel_requested THEN NULL ELSE ? END, "
+    "finished_at = CASE WHEN cancel_requested THEN ? ELSE ? END, "
+    "run_at = CASE WHEN cancel_requested THEN run_at ELSE COALESCE(?, run_at) END "
     "WHERE id = ? AND owner = ? AND status = 'running'"
 )
 _PROGRESS = "UPDATE tasks SET progress = ?, message = ? WHERE id = ? AND status = 'running'"
@@ -651,14 +657,15 @@ class SqliteStore:
 
     async def finish(self, task: Task, outcome: Outcome) -> None:
         """Record how an attempt ended; a no-op unless `task.owner` still runs it."""
-        waiting = outcome.status is TaskStatus.PENDING
-        finished_at = None if waiting else time.time()
+        now = time.time()
+        finished_at = None if outcome.status is TaskStatus.PENDING else now
         await self._write(
             _FINISH,
             (
                 outcome.status.value,
                 outcome.result_json,
                 outcome.error,
+                now,
                 finished_at,
                 outcome.retry_at,
                 task.id,

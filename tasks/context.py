@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,11 +66,11 @@ class Context:
         self.host = host
         self._sink = sink
         self._loop = loop
-        self._cancel = threading.Event()
+        self._cancel = False  # a plain flag: one writer, and a bool is read atomically
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancel
 
     def progress(self, percent: float, message: str | None = None) -> ProgressAck:
         """Report progress from 0 to 100, with an optional message."""
@@ -88,7 +87,7 @@ class Context:
 
     def request_cancel(self) -> None:
         """Called by the runner: from now on `cancelled` is true."""
-        self._cancel.set()
+        self._cancel = True
 
 
 def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -223,7 +223,7 @@ async def test_cancel_stops_csv_processing_mid_run(app: App, big_csv: BigCsv) ->
     assert response.status_code == 202
     done = await app.wait_for(task["id"], timeout=10)
     assert done["status"] == "cancelled"
-    assert done["progress"] < 100
+    assert (done["progress"] or 0) < 100  # stopped part-way (maybe before its first report)
 
 
 # -- cleanup_files ---------------------------------------------------------------------------

@@ -686,3 +686,19 @@ async def test_after_close_the_store_is_unavailable(db_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         await db.get(task.id)
     await db.close()  # closing twice is harmless
+
+
+async def test_a_cancel_stored_before_the_final_write_wins(store: SqliteStore) -> None:
+    """A 202 for a cancel means the task ends cancelled, even if it finished meanwhile."""
+    for outcome in (
+        Outcome(TaskStatus.COMPLETED, result_json='"done"'),
+        Outcome(TaskStatus.FAILED, error="boom"),
+        Outcome(TaskStatus.PENDING, error="boom", retry_at=time.time() + 5),
+    ):
+        task, _ = await store.create(new(), claim_for="w1")
+        assert await store.request_cancel(task.id) is not None
+        await store.finish(task, outcome)
+        stored = await fetch(store, task.id)
+        assert stored.status is TaskStatus.CANCELLED
+        assert stored.result is None and stored.error is None
+        assert stored.finished_at is not None
