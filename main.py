@@ -23,6 +23,7 @@ from api import (
     schedules_router,
     tasks_router,
 )
+from auth import BearerTokenAuth
 from config import Settings
 from events import ChangeFeed
 from host import ServiceHost
@@ -129,7 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> int:
         return upload_limit if path == "/files" else settings.max_body
 
-    app.add_middleware(RequestLimits, body_limit=body_limit)
+    if settings.api_token is not None:
+        app.add_middleware(BearerTokenAuth, token=settings.api_token)
+    app.add_middleware(RequestLimits, body_limit=body_limit)  # outermost: cheapest refusals
     return app
 
 

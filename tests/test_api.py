@@ -212,6 +212,15 @@ async def test_idempotency_key_with_another_body_is_409(app: App) -> None:
     assert await count_tasks(app) == 1
 
 
+async def test_an_idempotency_key_over_255_characters_is_422(app: App) -> None:
+    response = await app.client.post(
+        "/tasks", json={"name": "noop"}, headers={"Idempotency-Key": "k" * 256}
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+    assert await count_tasks(app) == 0
+
+
 async def test_concurrent_requests_with_one_key_make_one_task(app: App) -> None:
     import asyncio
 
@@ -414,6 +423,9 @@ async def test_token_guards_everything_but_health(make_app: AppFactory) -> None:
             assert response.headers["www-authenticate"] == "Bearer"
     assert await count_tasks_with(app, "s3cret") == 0
     good = {"Authorization": "Bearer s3cret"}
+    lower = await app.client.get("/task-types", headers={"Authorization": "bearer s3cret"})
+    assert lower.status_code == 200
+    assert (await app.client.get("/")).status_code == 200  # the page itself is open
     document = await app.client.get("/openapi.json", headers=good)
     assert document.status_code == 200 and "/tasks" in document.json()["paths"]
     response = await app.client.post("/tasks", json={"name": "noop"}, headers=good)
