@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
 import logging
 import sqlite3
@@ -282,7 +284,7 @@ MIGRATIONS: list[list[str]] = [
             value REAL NOT NULL,
             PRIMARY KEY (metric, name, label)
         ) WITHOUT ROWID""",
-        "CREATE INDEX tasks_by_status_name ON tasks (status, name)",
+        "CREATE INDEX tasks_by_status_name ON tasks (status, name, id)",
     ],
 ]
 
@@ -310,9 +312,11 @@ _RECORD_TICK = (
     "INSERT INTO schedules (id, last_fire_at) VALUES (?, ?) ON CONFLICT (id) "
     "DO UPDATE SET last_fire_at = max(coalesce(last_fire_at, 0), excluded.last_fire_at)"
 )
+# INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.
 _CLAIM = (
     "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, started_at = ? "
-    "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= ? "
+    "WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_due "
+    "WHERE status = 'pending' AND run_at <= ? "
     "ORDER BY priority DESC, run_at, id LIMIT ?) "
     f"RETURNING {_COLUMNS}"
 )
@@ -629,11 +633,22 @@ class SqliteStore:
     async def list(
         self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
     ) -> list[Task]:
-        """Newest first; `before_id` continues a previous page."""
+        """Newest first; `before_id` continues a previous page.
+
+        Several statuses are read one indexed range each and merged: SQLite would otherwise
+        sort every task with those statuses to find the newest few.
+        """
+        if len(statuses) > 1:
+            pages = [
+                await self.list(statuses=[s], name=name, before_id=before_id, limit=limit)
+                for s in statuses
+            ]
+            merged = heapq.merge(*pages, key=lambda task: task.id, reverse=True)
+            return list(itertools.islice(merged, limit))
         where: list[str] = []
         params: list[Any] = []
         if statuses:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            where.append("status = ?")
             params.extend(statuses)
         if name is not None:
             where.append("name = ?")
@@ -715,12 +730,16 @@ class SqliteStore:
         return [row[0] for row in rows]
 
     async def next_run_at(self) -> float | None:
-        rows = await self._read("SELECT min(run_at) FROM tasks WHERE status = 'pending'")
+        rows = await self._read(
+            "SELECT min(run_at) FROM tasks INDEXED BY tasks_next_run WHERE status = 'pending'"
+        )
         return rows[0][0]
 
     async def has_due(self) -> bool:
         rows = await self._read(
-            "SELECT 1 FROM tasks WHERE status = 'pending' AND run_at <= ? LIMIT 1", (time.time(),)
+            "SELECT 1 FROM tasks INDEXED BY tasks_next_run "
+            "WHERE status = 'pending' AND run_at <= ? LIMIT 1",
+            (time.time(),),
         )
         return bool(rows)
 
@@ -764,7 +783,7 @@ class SqliteStore:
     async def orphan_owners(self) -> list[str]:
         """Owners of running tasks that are not registered workers (they died unregistered)."""
         rows = await self._read(
-            "SELECT DISTINCT owner FROM tasks WHERE status = 'running' "
+            "SELECT DISTINCT owner FROM tasks INDEXED BY tasks_running WHERE status = 'running' "
             "AND owner NOT IN (SELECT id FROM workers)"
         )
         return [row[0] for row in rows]
@@ -823,7 +842,8 @@ class SqliteStore:
     async def queue_stats(self) -> tuple[int, float | None]:
         """How many pending tasks are due now, and since when the oldest has waited."""
         rows = await self._read(
-            "SELECT count(*), min(run_at) FROM tasks WHERE status = 'pending' AND run_at <= ?",
+            "SELECT count(*), min(run_at) FROM tasks INDEXED BY tasks_next_run "
+            "WHERE status = 'pending' AND run_at <= ?",
             (time.time(),),
         )
         return rows[0][0], rows[0][1]
@@ -847,7 +867,8 @@ class SqliteStore:
         deleted = 0
         while True:
             rows = await self._write_returning(
-                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE finished_at < ? "
+                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_finished "
+                "WHERE finished_at < ? "
                 "AND status IN (?, ?, ?) LIMIT ?) RETURNING id",
                 (older_than, *statuses, chunk),
             )
