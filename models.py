@@ -83,7 +83,7 @@ class Task:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewTask:
     """A validated request to create a task; `params` are already JSON-ready."""
 

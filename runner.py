@@ -282,8 +282,11 @@ class Runner:
         try:
             kwargs = definition.bind(task.params)
             attempt.interruptible = True
-            async with deadline:
+            if task.timeout is None:
                 result = await definition.fn(attempt.context, **kwargs)
+            else:
+                async with deadline:
+                    result = await definition.fn(attempt.context, **kwargs)
             attempt.interruptible = False
             outcome = self._completed(attempt, result)
         except asyncio.CancelledError as exc:

@@ -63,7 +63,8 @@ class TaskService:
         """Validate and store a task; UnknownTaskType or InvalidParams before anything is stored."""
         definition = self.registry.get(name)
         validated = definition.validate(params or {})
-        await self._check_files(definition, validated)
+        if definition.file_params:
+            await self._check_files(definition, validated)
         if delay is not None and run_at is not None:
             raise InvalidRequest("give delay or run_at, not both")
         if delay is not None and delay < 0:
