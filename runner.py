@@ -59,6 +59,7 @@ class _Attempt:
     interruptible: bool = False  # True while an asyncio cancel would land in the task's code
     cancel_requested: bool = False
     shutting_down: bool = False
+    holds_slot: bool = True  # async attempts; a thread's slot is freed when the thread ends
 
 
 class Runner:
@@ -304,8 +305,7 @@ class Runner:
         try:
             await self._conclude(attempt, outcome)
         finally:
-            self._forget(attempt)
-            self._free_slot()
+            self._let_go(attempt)
 
     async def _run_in_thread(self, attempt: _Attempt) -> None:
         task, definition = attempt.task, attempt.definition
@@ -319,9 +319,9 @@ class Runner:
             try:
                 await self._conclude(attempt, outcome)
             finally:
-                self._forget(attempt)
-                self._free_slot()
+                self._let_go(attempt)
             return
+        attempt.holds_slot = False  # from here on, the thread's end frees the slot
 
         def settle(value: tuple[bool, Any]) -> None:
             if not done.done():
@@ -355,7 +355,7 @@ class Runner:
         try:
             await self._conclude(attempt, outcome)
         finally:
-            self._forget(attempt)
+            self._let_go(attempt)
 
     def _completed(self, attempt: _Attempt, result: Any) -> Outcome:
         try:
@@ -402,7 +402,13 @@ class Runner:
 
     async def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
         task = attempt.task
-        await self._with_store_retries(lambda: self.store.finish(task, outcome))
+        committed = self.store.finish(task, outcome)
+        # Queued: the slot can take the next task now, whose claim then shares this commit.
+        self._let_go(attempt)
+        try:
+            await committed
+        except StoreUnavailable:
+            await self._with_store_retries(lambda: self.store.finish(task, outcome))
         took = (attempt.ended or time.monotonic()) - attempt.started
         self.metrics.attempt_ended(task.name, outcome.status, took)
         if outcome.status is TaskStatus.PENDING:
@@ -430,8 +436,13 @@ class Runner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _forget(self, attempt: _Attempt) -> None:
-        self._attempts.pop(attempt.task.id, None)
+    def _let_go(self, attempt: _Attempt) -> None:
+        """Forget the attempt and free its slot (once), its outcome queued or stored."""
+        if self._attempts.get(attempt.task.id) is attempt:
+            del self._attempts[attempt.task.id]
+        if attempt.holds_slot:
+            attempt.holds_slot = False
+            self._free_slot()
 
     # -- watching other processes ----------------------------------------------------------
 

@@ -16,7 +16,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -138,7 +138,7 @@ class Store(Protocol):
     ) -> list[Task]: ...
 
     async def claim(self, owner: str, limit: int) -> list[Task]: ...
-    async def finish(self, task: Task, outcome: Outcome) -> None: ...
+    def finish(self, task: Task, outcome: Outcome) -> Awaitable[None]: ...
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None: ...
     def progress_committed(self) -> asyncio.Future[None] | None: ...
     async def release(self, task: Task) -> None: ...
@@ -670,11 +670,15 @@ class SqliteStore:
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
         return tasks
 
-    async def finish(self, task: Task, outcome: Outcome) -> None:
-        """Record how an attempt ended; a no-op unless `task.owner` still runs it."""
+    def finish(self, task: Task, outcome: Outcome) -> asyncio.Future[None]:
+        """Record how an attempt ended; a no-op unless `task.owner` still runs it.
+
+        Queued at once (so the caller may move on, e.g. free the task's slot, and let the
+        next claim share this write's transaction); the returned future is its commit.
+        """
         now = time.time()
         finished_at = None if outcome.status is TaskStatus.PENDING else now
-        await self._write(
+        return self._submit(
             _FINISH,
             (
                 outcome.status.value,
@@ -686,6 +690,7 @@ class SqliteStore:
                 task.id,
                 task.owner,
             ),
+            returning=False,
         )
 
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
