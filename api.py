@@ -124,7 +124,19 @@ class ErrorOut(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut} for code in codes}
+    """Error answers: JSON `{"detail": ...}`, whatever the route's own content type."""
+    content = {"application/json": {"schema": ErrorOut.model_json_schema()}}
+    return {code: {"description": _ERROR_MEANINGS[code], "content": content} for code in codes}
+
+
+_ERROR_MEANINGS = {
+    400: "malformed request (e.g. a multipart body that cannot be parsed)",
+    401: "missing or wrong bearer token",
+    404: "no such task, schedule or file",
+    409: "not possible in the task's current status, or Idempotency-Key reused",
+    413: "body over the size limit",
+    422: "invalid input",
+}
 
 
 # -- dependencies ----------------------------------------------------------------------------
@@ -421,7 +433,7 @@ async def run_schedule(schedule_id: str, scheduler: SchedulerDep) -> Response:
 
 
 @files_router.post(
-    "/files", status_code=201, response_model=FileOut, responses=_errors(401, 413, 422)
+    "/files", status_code=201, response_model=FileOut, responses=_errors(400, 401, 413, 422)
 )
 async def upload_file(request: Request, file: UploadFile, service: ServiceDep) -> dict[str, Any]:
     """Upload a file (multipart, field `file`) for tasks to use by its id."""
