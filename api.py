@@ -201,18 +201,43 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+MAX_JSON_DEPTH = 64
+
+
 async def read_json(request: Request) -> Any:
-    """The body as JSON; anything unparsable (even nested too deep) is a 422."""
+    """The body as JSON; anything unparsable, or nested deeper than 64 levels, is a 422."""
     body = await request.body()
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant)
     except RecursionError:
-        message = "JSON nested too deeply"
+        value, message = None, f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
     except ValueError as exc:
-        message = f"malformed JSON: {exc}"
+        value, message = None, f"malformed JSON: {exc}"
+    else:
+        if _deeper_than(value, MAX_JSON_DEPTH):
+            message = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
+        else:
+            return value
     raise RequestValidationError(
         [{"type": "json_invalid", "loc": ["body"], "msg": message, "input": None}]
     )
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest deeper than `limit` (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _validation_error(exc: ValidationError, *prefix: str | int) -> RequestValidationError:

@@ -31,7 +31,7 @@ from limits import RequestLimits
 from runner import Runner
 from scheduler import Scheduler, collect_schedules
 from service import TaskService
-from store import open_store
+from store import StoreOpenError, open_store
 from tasks import BUILTIN_MODULES, TaskRegistry
 from uploads import MULTIPART_OVERHEAD
 
@@ -84,7 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await open_store(settings)
+        try:
+            store = await open_store(settings)
+        except StoreOpenError as exc:
+            log.critical("the service cannot start: %s", exc)
+            raise
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         feed = ChangeFeed(store)
         runner = Runner(store, registry, settings, ServiceHost(store, settings))

@@ -474,3 +474,15 @@ async def test_openapi_documents_every_route(app: App) -> None:
     assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["name"]
     assert {"202", "200", "409", "413", "422"} <= set(create["responses"])
     assert (await app.client.get("/docs")).status_code == 200
+
+
+@pytest.mark.parametrize(("depth", "status"), [(60, 202), (70, 422), (800, 422)])
+async def test_nesting_is_capped_at_64_levels(app: App, depth: int, status: int) -> None:
+    extra = "1"
+    for _ in range(depth - 3):  # the body and params objects make the first levels
+        extra = '{"a":' + extra + "}"
+    body = '{"name":"echo","params":{"text":"x","extra":' + extra + "}}"
+    response = await app.client.post(
+        "/tasks", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
