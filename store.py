@@ -419,6 +419,9 @@ class SqliteStore:
         self._synchronous = synchronous
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        # Scans that grow with the table (metrics) get a connection of their own, so that a
+        # scrape never makes GET /tasks/{id} wait behind it.
+        self._scanner: aiosqlite.Connection | None = None
         self._queue: list[_Write] = []
         self._progress: dict[str, tuple[float, str | None]] = {}
         self._progress_waiter: asyncio.Future[None] | None = None
@@ -436,6 +439,8 @@ class SqliteStore:
             await self._prepare_writer(self._writer)
             self._reader = await self._connect()
             await self._reader.execute("PRAGMA query_only = 1")
+            self._scanner = await self._connect()
+            await self._scanner.execute("PRAGMA query_only = 1")
         except sqlite3.DatabaseError as exc:
             await self._close_connections()
             raise StoreOpenError(f"cannot use {self.path!r} as the task database: {exc}") from exc
@@ -461,10 +466,10 @@ class SqliteStore:
         return conn
 
     async def _close_connections(self) -> None:
-        for conn in (self._reader, self._writer):
+        for conn in (self._scanner, self._reader, self._writer):
             if conn is not None:
                 await conn.close()
-        self._reader = self._writer = None
+        self._scanner = self._reader = self._writer = None
 
     async def _prepare_writer(self, conn: aiosqlite.Connection) -> None:
         # Switching to WAL fails at once, ignoring the busy timeout, while another process
@@ -623,11 +628,12 @@ class SqliteStore:
                 await conn.execute("ROLLBACK")
             raise
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        if self._reader is None:
+    async def _read(self, sql: str, params: Sequence[Any] = (), *, scan: bool = False) -> list[Any]:
+        conn = self._scanner if scan else self._reader
+        if conn is None:
             raise StoreUnavailable("the task store is closed")
         try:
-            return list(await self._reader.execute_fetchall(sql, params))
+            return list(await conn.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise _unavailable(exc) from exc
 
@@ -898,7 +904,9 @@ class SqliteStore:
 
     async def task_counts(self) -> list[tuple[str, str, int]]:
         """(status, name, count) of the tasks in the store."""
-        rows = await self._read("SELECT status, name, count(*) FROM tasks GROUP BY status, name")
+        rows = await self._read(
+            "SELECT status, name, count(*) FROM tasks GROUP BY status, name", scan=True
+        )
         return [(row[0], row[1], row[2]) for row in rows]
 
     async def queue_stats(self) -> tuple[int, float | None]:
@@ -907,6 +915,7 @@ class SqliteStore:
             "SELECT count(*), min(run_at) FROM tasks INDEXED BY tasks_next_run "
             "WHERE status = 'pending' AND run_at <= ?",
             (time.time(),),
+            scan=True,
         )
         return rows[0][0], rows[0][1]
 
@@ -918,7 +927,7 @@ class SqliteStore:
         )
 
     async def metric_counts(self) -> list[tuple[str, str, str, float]]:
-        rows = await self._read("SELECT metric, name, label, value FROM metric_counts")
+        rows = await self._read("SELECT metric, name, label, value FROM metric_counts", scan=True)
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     # -- maintenance -----------------------------------------------------------------------
