@@ -106,8 +106,17 @@ class Runner:
     async def stop(self) -> None:
         """Start nothing new; give running tasks the grace period; hand back the rest."""
         self._accepting = False
-        for loop_task in self._loops:
-            loop_task.cancel()
+        self._wake.set()
+        dispatcher, watcher = self._loops or (None, None)
+        if watcher is not None:
+            watcher.cancel()
+        if dispatcher is not None:
+            # Not cancelled: a claim in flight would still commit, leaving its tasks
+            # `running` and never started. The dispatcher ends after its current step.
+            try:
+                await asyncio.wait_for(dispatcher, _FORCED_STOP_WAIT)
+            except (TimeoutError, StoreUnavailable):
+                log.warning("the dispatcher did not stop in time")
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
         running = [a.handle for a in self._attempts.values() if a.handle]
@@ -172,13 +181,21 @@ class Runner:
             if claim:
                 self._free_slot()
             raise
-        if claim and created and task:
+        if claim and created and task and self._accepting:
             self._launch(task)
+        elif claim and created and task:  # shutdown began while the insert committed
+            self._free_slot()
+            await self._unclaim([task])
         elif claim:
             self._free_slot()
         elif created and task:
             self._note_pending(task.run_at)
         return task, created
+
+    async def _unclaim(self, tasks: list[Task]) -> None:
+        if tasks:
+            await self._with_store_retries(lambda: self.store.unclaim(tasks))
+            log.info("%d tasks claimed as shutdown began were given back unstarted", len(tasks))
 
     def cancel_running(self, task_id: str) -> None:
         """Stop a task this process runs (its cancel is already stored)."""
@@ -207,7 +224,7 @@ class Runner:
     # -- the dispatcher --------------------------------------------------------------------
 
     async def _dispatch_forever(self) -> None:
-        while True:
+        while self._accepting:
             self._wake.clear()
             try:
                 await self._dispatch_once()
@@ -239,6 +256,9 @@ class Runner:
             return
         marks = self._backlog_marks
         claimed = await self.store.claim(self.worker_id, free)
+        if not self._accepting:  # shutdown began while the claim committed
+            await self._unclaim(claimed)
+            return
         for task in claimed:
             self._busy += 1
             self._launch(task)

@@ -144,6 +144,7 @@ class Store(Protocol):
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None: ...
     def progress_committed(self) -> asyncio.Future[None] | None: ...
     async def release(self, task: Task) -> None: ...
+    async def unclaim(self, tasks: Sequence[Task]) -> None: ...
     async def cancel_pending(self, task_id: str) -> Task | None: ...
     async def request_cancel(self, task_id: str) -> Task | None: ...
     async def cancel_requests(self, owner: str) -> list[str]: ...
@@ -771,6 +772,15 @@ class SqliteStore:
 
     async def release(self, task: Task) -> None:
         await self._write(_RELEASE, (time.time(), task.id, task.owner))
+
+    async def unclaim(self, tasks: Sequence[Task]) -> None:
+        """Give back tasks claimed but never started (the service began to stop meanwhile)."""
+        await self._submit_many(
+            "UPDATE tasks SET status = 'pending', attempts = attempts - 1, "
+            "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END "
+            "WHERE id = ? AND owner = ? AND status = 'running'",
+            [(task.id, task.owner) for task in tasks],
+        )
 
     async def cancel_pending(self, task_id: str) -> Task | None:
         """Cancel a task that has not started; None if it is not pending."""

@@ -284,3 +284,34 @@ async def test_no_thread_is_left_behind(app: App) -> None:
     while threading.active_count() > before and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert threading.active_count() <= before
+
+
+async def test_a_claim_in_flight_when_stopping_gives_its_tasks_back_unstarted(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    """Shutdown starts no task: one claimed while it began is handed back, not stranded."""
+    app = await make_app()
+    runner, store = app.service.runner, app.service.store
+    gate = asyncio.Event()
+    claiming = asyncio.Event()
+    real_claim = store.claim
+
+    async def held_claim(owner: str, limit: int) -> list[object]:
+        claimed = await real_claim(owner, limit)  # committed: the rows say running
+        if claimed:
+            claiming.set()
+            await gate.wait()  # ... but the dispatcher has not started them yet
+        return claimed
+
+    store.claim = held_claim  # type: ignore[method-assign]
+    marks = tmp_path / "marks"
+    task = await app.post_task("record", params={"path": str(marks), "mark": "x"}, delay=0.1)
+    await asyncio.wait_for(claiming.wait(), 10)
+    stopping = asyncio.create_task(runner.stop())
+    await asyncio.sleep(0.05)
+    gate.set()
+    await stopping
+    stored = await store.get(task["id"])
+    assert stored is not None
+    assert stored.status.value == "pending" and stored.attempts == 0
+    assert not marks.exists()

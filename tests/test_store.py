@@ -702,3 +702,15 @@ async def test_a_cancel_stored_before_the_final_write_wins(store: SqliteStore) -
         assert stored.status is TaskStatus.CANCELLED
         assert stored.result is None and stored.error is None
         assert stored.finished_at is not None
+
+
+async def test_unclaim_undoes_a_start_that_never_happened(store: SqliteStore) -> None:
+    await store.create(new())
+    [claimed] = await store.claim("w1", 1)
+    assert claimed.attempts == 1 and claimed.started_at is not None
+    await store.unclaim([claimed])
+    stored = await fetch(store, claimed.id)
+    assert stored.status is TaskStatus.PENDING
+    assert stored.attempts == 0 and stored.started_at is None
+    [again] = await store.claim("w2", 1)  # and it can be claimed again as if new
+    assert again.id == claimed.id and again.attempts == 1
