@@ -19,12 +19,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiosqlite
 
 from config import Settings
+from group_commit import GroupCommitter, Write
 from models import (
     MAX_INTERRUPTIONS,
     TERMINAL_STATUSES,
@@ -399,19 +400,6 @@ class ProcessWriteLock:
             self._fd = None
 
 
-@dataclass(slots=True)
-class _Write:
-    sql: str
-    params: list[Sequence[Any]]
-    returning: bool
-    futures: list[asyncio.Future[Any]] = field(default_factory=list)
-
-    @property
-    def splittable(self) -> bool:
-        """Several callers' rows merged into one write: each can be retried on its own."""
-        return len(self.params) > 1 and len(self.futures) == len(self.params)
-
-
 class SqliteStore:
     """The SQLite store: one writer connection fed by a group committer, one reader."""
 
@@ -423,12 +411,13 @@ class SqliteStore:
         # Scans that grow with the table (metrics) get a connection of their own, so that a
         # scrape never makes GET /tasks/{id} wait behind it.
         self._scanner: aiosqlite.Connection | None = None
-        self._queue: list[_Write] = []
-        self._progress: dict[str, tuple[float, str | None]] = {}
-        self._progress_waiter: asyncio.Future[None] | None = None
-        self._wakeup = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
-        self._closing = False
+        self._committer = GroupCommitter(
+            self._run_batch,
+            errors=(sqlite3.OperationalError, sqlite3.DatabaseError),
+            diagnose=lambda exc: None,
+            progress_sql=_PROGRESS,
+            name="store-group-commit",
+        )
         self._data_version: int | None = None
         self._write_lock = ProcessWriteLock(None)
 
@@ -449,15 +438,11 @@ class SqliteStore:
             await self._close_connections()
             raise
         self._write_lock = ProcessWriteLock(self.path)
-        self._flusher = asyncio.create_task(self._flush_forever(), name="store-group-commit")
+        self._committer.start()
 
     async def close(self) -> None:
         """Commit everything already asked for, then close."""
-        self._closing = True
-        if self._flusher is not None:
-            self._wakeup.set()
-            await self._flusher
-            self._flusher = None
+        await self._committer.close()
         await self._close_connections()
         self._write_lock.close()
 
@@ -512,95 +497,27 @@ class SqliteStore:
     # -- the group committer ---------------------------------------------------------------
 
     def _submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
-        if self._flusher is None or self._closing:
-            raise StoreUnavailable("the task store is closed")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(sql, [params], returning, [future]))
-        self._wakeup.set()
-        return future
+        return self._committer.submit(sql, params, returning=returning)
 
     async def _write(self, sql: str, params: Sequence[Any]) -> None:
-        await self._submit(sql, params, returning=False)
-
-    async def _submit_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        """Many rows of one statement, in one transaction."""
-        if not rows:
-            return
-        if self._flusher is None or self._closing:
-            raise StoreUnavailable("the task store is closed")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(sql, list(rows), False, [future]))
-        self._wakeup.set()
-        await future
+        await self._committer.submit(sql, params, returning=False)
 
     async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        rows: list[Any] = await self._submit(sql, params, returning=True)
+        rows: list[Any] = await self._committer.submit(sql, params, returning=True)
         return rows
 
-    async def _flush_forever(self) -> None:
-        while True:
-            if not (self._queue or self._progress):
-                if self._closing:
-                    return
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                continue
-            await self._commit(self._take_batch())
-
-    def _take_batch(self) -> list[_Write]:
-        """Everything queued, writes of the same statement merged into one executemany.
-
-        Progress goes first: a task's last report must land before the write that ends it.
-        """
-        queued, self._queue = self._queue, []
-        if self._progress:
-            rows = [(pct, msg, task_id) for task_id, (pct, msg) in self._progress.items()]
-            self._progress = {}
-            waiter, self._progress_waiter = self._progress_waiter, None
-            queued.insert(0, _Write(_PROGRESS, rows, False, [waiter] if waiter else []))
-        merged: dict[str, _Write] = {}
-        batch: list[_Write] = []
-        for write in queued:
-            if write.returning:
-                batch.append(write)
-                continue
-            same = merged.get(write.sql)
-            if same is None:
-                merged[write.sql] = write
-                batch.append(write)
-            else:
-                same.params.extend(write.params)
-                same.futures.extend(write.futures)
-        return batch
-
-    async def _commit(self, batch: list[_Write]) -> None:
+    async def _run_batch(self, batch: list[Write]) -> list[Any]:
+        """One batch as one transaction, our processes taking turns through the file lock."""
         conn = self._writer
         assert conn is not None
         await self._write_lock.acquire()
         try:
-            results = await self._run_transaction(conn, batch)
-        except (sqlite3.OperationalError, sqlite3.DatabaseError) as exc:
+            return await self._run_transaction(conn, batch)
+        finally:
             self._write_lock.release()
-            if len(batch) == 1 and not batch[0].splittable:
-                _settle(batch[0].futures, error=_unavailable(exc))
-                return
-            # One bad write must not sink its neighbours: retry each on its own.
-            for write in batch:
-                if not write.splittable:
-                    await self._commit([write])
-                    continue
-                for params, future in zip(write.params, write.futures, strict=True):
-                    await self._commit([_Write(write.sql, [params], write.returning, [future])])
-            return
-        except BaseException:
-            self._write_lock.release()
-            raise
-        self._write_lock.release()
-        for write, result in zip(batch, results, strict=True):
-            _settle(write.futures, result=result)
 
     @staticmethod
-    async def _run_transaction(conn: aiosqlite.Connection, batch: list[_Write]) -> list[Any]:
+    async def _run_transaction(conn: aiosqlite.Connection, batch: list[Write]) -> list[Any]:
         if len(batch) == 1 and len(batch[0].params) == 1:
             # One statement is its own transaction: one trip to the writer thread instead of
             # three. Our processes already take turns through the write lock, so it cannot
@@ -759,23 +676,18 @@ class SqliteStore:
 
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
         """Queue a progress update; only the latest per task reaches the next commit."""
-        self._progress[task_id] = (percent, message)
-        self._wakeup.set()
+        self._committer.report_progress(task_id, percent, message)
 
     def progress_committed(self) -> asyncio.Future[None] | None:
         """A future done once the progress reported so far is committed (None: it is)."""
-        if not self._progress:
-            return None
-        if self._progress_waiter is None:
-            self._progress_waiter = asyncio.get_running_loop().create_future()
-        return self._progress_waiter
+        return self._committer.progress_committed()
 
     async def release(self, task: Task) -> None:
         await self._write(_RELEASE, (time.time(), task.id, task.owner))
 
     async def unclaim(self, tasks: Sequence[Task]) -> None:
         """Give back tasks claimed but never started (the service began to stop meanwhile)."""
-        await self._submit_many(
+        await self._committer.submit_many(
             "UPDATE tasks SET status = 'pending', attempts = attempts - 1, "
             "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END "
             "WHERE id = ? AND owner = ? AND status = 'running'",
@@ -930,7 +842,7 @@ class SqliteStore:
         return rows[0][0], rows[0][1]
 
     async def add_metric_counts(self, deltas: dict[tuple[str, str, str], float]) -> None:
-        await self._submit_many(
+        await self._committer.submit_many(
             "INSERT INTO metric_counts (metric, name, label, value) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (metric, name, label) DO UPDATE SET value = value + excluded.value",
             [(*key, value) for key, value in deltas.items()],
@@ -1004,18 +916,6 @@ def _new_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]
         owner=claim_for,
     )
     return task, params
-
-
-def _settle(
-    futures: list[asyncio.Future[Any]], *, result: Any = None, error: BaseException | None = None
-) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:

@@ -1,0 +1,172 @@
+"""Group commit: many callers' writes in one transaction, each acknowledged once it commits.
+
+Both stores write through one of these. Whatever is asked for while a transaction commits
+goes into the next one, writes of the same statement merged into one `executemany`, so a
+thousand tasks cost a few transactions, not a thousand. Progress reports are coalesced to the
+latest per task and always go first in their batch: a task's last report must land before
+the write that ends it. A batch that fails on one bad write is retried write by write, so one
+bad row never sinks its neighbours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models import StoreUnavailable
+
+
+@dataclass(slots=True)
+class Write:
+    """One statement with one or more rows of parameters, and who waits for it."""
+
+    sql: str
+    params: list[Sequence[Any]]
+    returning: bool
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+
+    @property
+    def splittable(self) -> bool:
+        """Several callers' rows merged into one write: each can be retried on its own."""
+        return len(self.params) > 1 and len(self.futures) == len(self.params)
+
+
+# Runs a batch as one transaction; returns one result per write (rows when `returning`).
+RunBatch = Callable[[list[Write]], Awaitable[list[Any]]]
+# What a failed batch means: None to retry its writes one by one, or the error to hand out.
+Diagnose = Callable[[BaseException], StoreUnavailable | None]
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        errors: tuple[type[BaseException], ...],
+        diagnose: Diagnose,
+        progress_sql: str,
+        name: str,
+    ) -> None:
+        """`errors`: what `run_batch` raises for a database problem (anything else is a bug);
+        `progress_sql`: UPDATE taking (percent, message, task id)."""
+        self._run_batch = run_batch
+        self._errors = errors
+        self._diagnose = diagnose
+        self._progress_sql = progress_sql
+        self._name = name
+        self._queue: list[Write] = []
+        self._progress: dict[str, tuple[float, str | None]] = {}
+        self._progress_waiter: asyncio.Future[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_forever(), name=self._name)
+
+    async def close(self) -> None:
+        """Commit everything already asked for, then stop."""
+        self._closing = True
+        if self._flusher is not None:
+            self._wakeup.set()
+            await self._flusher
+            self._flusher = None
+
+    def submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
+        """Queue one write; the future is its commit (with the rows when `returning`)."""
+        return self._enqueue(Write(sql, [params], returning))
+
+    async def submit_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        """Many rows of one statement, in one transaction."""
+        if rows:
+            await self._enqueue(Write(sql, list(rows), False))
+
+    def _enqueue(self, write: Write) -> asyncio.Future[Any]:
+        if self._flusher is None or self._closing:
+            raise StoreUnavailable("the task store is closed")
+        future = asyncio.get_running_loop().create_future()
+        write.futures.append(future)
+        self._queue.append(write)
+        self._wakeup.set()
+        return future
+
+    def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
+        """Queue a progress update; only the latest per task reaches the next commit."""
+        self._progress[task_id] = (percent, message)
+        self._wakeup.set()
+
+    def progress_committed(self) -> asyncio.Future[None] | None:
+        """A future done once the progress reported so far is committed (None: it is)."""
+        if not self._progress:
+            return None
+        if self._progress_waiter is None:
+            self._progress_waiter = asyncio.get_running_loop().create_future()
+        return self._progress_waiter
+
+    async def _flush_forever(self) -> None:
+        while True:
+            if not (self._queue or self._progress):
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            await self._commit(self._take_batch())
+
+    def _take_batch(self) -> list[Write]:
+        """Everything queued, writes of the same statement merged; progress first."""
+        queued, self._queue = self._queue, []
+        if self._progress:
+            rows = [(pct, msg, task_id) for task_id, (pct, msg) in self._progress.items()]
+            self._progress = {}
+            waiter, self._progress_waiter = self._progress_waiter, None
+            queued.insert(0, Write(self._progress_sql, rows, False, [waiter] if waiter else []))
+        merged: dict[str, Write] = {}
+        batch: list[Write] = []
+        for write in queued:
+            if write.returning:
+                batch.append(write)
+                continue
+            same = merged.get(write.sql)
+            if same is None:
+                merged[write.sql] = write
+                batch.append(write)
+            else:
+                same.params.extend(write.params)
+                same.futures.extend(write.futures)
+        return batch
+
+    async def _commit(self, batch: list[Write]) -> None:
+        try:
+            results = await self._run_batch(batch)
+        except self._errors as exc:
+            error = self._diagnose(exc)
+            alone = len(batch) == 1 and not batch[0].splittable
+            if error is not None or alone:
+                failure = error or StoreUnavailable(f"the task database cannot be used: {exc}")
+                for write in batch:
+                    _settle(write.futures, error=failure)
+                return
+            for write in batch:
+                if not write.splittable:
+                    await self._commit([write])
+                    continue
+                for params, future in zip(write.params, write.futures, strict=True):
+                    await self._commit([Write(write.sql, [params], write.returning, [future])])
+            return
+        for write, result in zip(batch, results, strict=True):
+            _settle(write.futures, result=result)
+
+
+def _settle(
+    futures: list[asyncio.Future[Any]], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
