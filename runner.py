@@ -470,7 +470,10 @@ class Runner:
         last_beat = last_sweep = time.monotonic()
         event_marks: collections.deque[tuple[float, int]] = collections.deque()
         while True:
-            await asyncio.sleep(self.settings.watch_interval)
+            try:
+                await self.store.wait_for_change(self.settings.watch_interval)
+            except StoreUnavailable:
+                await asyncio.sleep(self.settings.watch_interval)
             try:
                 now = time.monotonic()
                 if now - last_beat >= _HEARTBEAT_EVERY:

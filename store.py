@@ -153,6 +153,7 @@ class Store(Protocol):
     async def next_run_at(self) -> float | None: ...
     async def has_due(self) -> bool: ...
     async def changed(self) -> bool: ...
+    async def wait_for_change(self, timeout: float) -> None: ...
 
     async def register_worker(self, worker: WorkerInfo) -> None: ...
     async def heartbeat(self, worker_id: str) -> bool: ...
@@ -174,11 +175,19 @@ class Store(Protocol):
     async def metric_counts(self) -> list[tuple[str, str, str, float]]: ...
 
 
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
 async def open_store(settings: Settings) -> Store:
-    """The store that TASKS_DB names, opened and migrated."""
-    if settings.db.startswith(("postgresql://", "postgres://")):
-        raise StoreOpenError("PostgreSQL is not supported yet: set TASKS_DB to a file path")
-    store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
+    """The store that TASKS_DB names (a file path, or a postgresql:// URL), opened and migrated."""
+    store: Store
+    if is_postgres_url(settings.db):
+        from pg_store import PostgresStore  # asyncpg is loaded only by those who use it
+
+        store = PostgresStore(settings.db)
+    else:
+        store = SqliteStore(settings.db, synchronous=settings.sqlite_synchronous)
     await store.open()
     return store
 
@@ -343,7 +352,7 @@ _RELEASE = (
     "finished_at = CASE WHEN cancel_requested THEN ? END "
     "WHERE id = ? AND owner = ? AND status = 'running'"
 )
-_INTERRUPTED_ERROR = (
+INTERRUPTED_ERROR = (
     f"interrupted {MAX_INTERRUPTIONS} times: the process running it died each time, "
     "so it will not be started again"
 )
@@ -563,7 +572,7 @@ class SqliteStore:
         With its unique key already taken, nothing is inserted: the task holding the key is
         returned with False if it was made from the same request, else IdempotencyConflict.
         """
-        task, params = _new_row(new, claim_for)
+        task, params = new_task_row(new, claim_for)
         if new.unique_key is None:
             await self._write(_INSERT, params)
             return task, True
@@ -577,7 +586,7 @@ class SqliteStore:
             if rows:
                 if rows[0][-1] != new.request_hash:
                     raise IdempotencyConflict(rows[0][0])
-                return _task(rows[0]), False
+                return task_from_row(rows[0]), False
             # The holder of the key was deleted in between: the key is free again.
 
     async def create_tick(
@@ -587,7 +596,7 @@ class SqliteStore:
         already did, an earlier run of the schedule is still pending or running, or the
         schedule is paused. Returns (task, True) or (None, False)."""
         assert new.schedule_id is not None and new.unique_key is not None
-        task, params = _new_row(new, claim_for)
+        task, params = new_task_row(new, claim_for)
         inserted = self._submit(
             _INSERT_TICK, (*params, new.schedule_id, new.schedule_id), returning=True
         )
@@ -609,7 +618,7 @@ class SqliteStore:
 
     async def get(self, task_id: str) -> Task | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
-        return _task(rows[0]) if rows else None
+        return task_from_row(rows[0]) if rows else None
 
     async def list(
         self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
@@ -624,8 +633,7 @@ class SqliteStore:
                 await self.list(statuses=[s], name=name, before_id=before_id, limit=limit)
                 for s in statuses
             ]
-            merged = heapq.merge(*pages, key=lambda task: task.id, reverse=True)
-            return list(itertools.islice(merged, limit))
+            return newest_first(pages, limit)
         where: list[str] = []
         params: list[Any] = []
         if statuses:
@@ -641,13 +649,13 @@ class SqliteStore:
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM tasks {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
-        return [_task(row) for row in rows]
+        return [task_from_row(row) for row in rows]
 
     async def claim(self, owner: str, limit: int) -> list[Task]:
         """Mark up to `limit` due tasks running for `owner`, best first."""
         now = time.time()
         rows = await self._write_returning(_CLAIM, (owner, now, now, limit))
-        tasks = [_task(row) for row in rows]
+        tasks = [task_from_row(row) for row in rows]
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
         return tasks
 
@@ -701,7 +709,7 @@ class SqliteStore:
             f"WHERE id = ? AND status = 'pending' RETURNING {_COLUMNS}",
             (time.time(), task_id),
         )
-        return _task(rows[0]) if rows else None
+        return task_from_row(rows[0]) if rows else None
 
     async def request_cancel(self, task_id: str) -> Task | None:
         """Ask the process running a task to stop it; None if it is not running."""
@@ -710,7 +718,7 @@ class SqliteStore:
             f"WHERE id = ? AND status = 'running' RETURNING {_COLUMNS}",
             (task_id,),
         )
-        return _task(rows[0]) if rows else None
+        return task_from_row(rows[0]) if rows else None
 
     async def cancel_requests(self, owner: str) -> list[str]:
         rows = await self._read(
@@ -741,6 +749,10 @@ class SqliteStore:
         self._data_version = version
         return changed
 
+    async def wait_for_change(self, timeout: float) -> None:
+        """SQLite tells no one about commits: wait the polling interval, then look."""
+        await asyncio.sleep(timeout)
+
     # -- workers ---------------------------------------------------------------------------
 
     async def register_worker(self, worker: WorkerInfo) -> None:
@@ -764,8 +776,8 @@ class SqliteStore:
     async def recover(self, worker_id: str) -> list[Task]:
         """Put a dead worker's running tasks back to pending (or give up on them)."""
         now = time.time()
-        rows = await self._write_returning(_RECOVER, (_INTERRUPTED_ERROR, now, now, worker_id))
-        return [_task(row) for row in rows]
+        rows = await self._write_returning(_RECOVER, (INTERRUPTED_ERROR, now, now, worker_id))
+        return [task_from_row(row) for row in rows]
 
     async def remove_worker(self, worker_id: str) -> None:
         await self._write("DELETE FROM workers WHERE id = ?", (worker_id,))
@@ -817,7 +829,7 @@ class SqliteStore:
             f"SELECT seq, {_EVENT_FIELDS} FROM task_events WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [_event(row) for row in rows]
+        return [event_from_row(row) for row in rows]
 
     async def prune_events(self, up_to_seq: int) -> None:
         await self._write("DELETE FROM task_events WHERE seq <= ?", (up_to_seq,))
@@ -870,7 +882,13 @@ class SqliteStore:
                 return deleted
 
 
-def _new_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:
+def newest_first(pages: Sequence[Sequence[Task]], limit: int) -> list[Task]:
+    """Pages each sorted newest first, merged into one page of at most `limit`."""
+    merged = heapq.merge(*pages, key=lambda task: task.id, reverse=True)
+    return list(itertools.islice(merged, limit))
+
+
+def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:
     """The task as it will be stored, and the values of its INSERT."""
     task_id, created_at = new_task_id()
     run_at = created_at if new.run_at is None else new.run_at
@@ -922,7 +940,7 @@ def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable(f"the task database cannot be used: {exc}")
 
 
-def _event(row: Sequence[Any]) -> TaskEvent:
+def event_from_row(row: Sequence[Any]) -> TaskEvent:
     return TaskEvent(
         seq=row[0],
         task_id=row[1],
@@ -939,7 +957,7 @@ def _event(row: Sequence[Any]) -> TaskEvent:
     )
 
 
-def _task(row: Sequence[Any]) -> Task:
+def task_from_row(row: Sequence[Any]) -> Task:
     return Task(
         id=row[0],
         name=row[1],
