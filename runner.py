@@ -425,12 +425,15 @@ class Runner:
         committed = self.store.finish(task, outcome)
         # Queued: the slot can take the next task now, whose claim then shares this commit.
         self._let_go(attempt)
+        # Counted now, not after the commit: another process may already see the task ended
+        # (and scrape /metrics) before this coroutine resumes. The write is retried until
+        # it lands, so the count holds.
+        took = (attempt.ended or time.monotonic()) - attempt.started
+        self.metrics.attempt_ended(task.name, outcome.status, took)
         try:
             await committed
         except StoreUnavailable:
             await self._with_store_retries(lambda: self.store.finish(task, outcome))
-        took = (attempt.ended or time.monotonic()) - attempt.started
-        self.metrics.attempt_ended(task.name, outcome.status, took)
         if outcome.status is TaskStatus.PENDING:
             assert outcome.retry_at is not None
             self._note_pending(outcome.retry_at)

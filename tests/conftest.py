@@ -38,9 +38,31 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """TASKS_DB of the app under test: a SQLite file, unless the module parametrises this
+    fixture with "postgres" too (`BOTH_STORES`), then also a fresh PostgreSQL database."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return str(tmp_path / "tasks.db")
+
+
+# In a module's `pytestmark`: each of its tests that runs the app runs on SQLite and on
+# PostgreSQL.
+BOTH_STORES = pytest.mark.both_stores
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_stores"
+    ):
+        metafunc.parametrize("database", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str) -> Settings:
     return Settings(
-        db=str(tmp_path / "tasks.db"),
+        db=database,
         modules=SAMPLE_MODULES,
         data_dir=tmp_path / "data",
         watch_interval=0.05,
@@ -126,7 +148,7 @@ def free_port() -> int:
 class Server:
     """`uvicorn main:app` in a subprocess, as a user would run it."""
 
-    db: Path
+    db: Path | str  # a SQLite file or a postgresql:// URL
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
@@ -200,11 +222,11 @@ class Server:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def server_factory(tmp_path: Path, database: str) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def make(**kwargs: Any) -> Server:
-        kwargs.setdefault("db", tmp_path / "tasks.db")
+        kwargs.setdefault("db", database)
         kwargs.setdefault("log_path", tmp_path / "server.log")
         server = Server(**kwargs)
         started.append(server)

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import App, AppFactory, eventually
+from tests.conftest import BOTH_STORES, App, AppFactory, eventually
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_STORES]
 
 
 async def count_tasks(app: App) -> int:

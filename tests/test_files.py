@@ -18,9 +18,9 @@ from api import AddTask
 from config import Settings
 from main import create_app
 from tests import sample_tasks
-from tests.conftest import App, AppFactory
+from tests.conftest import BOTH_STORES, App, AppFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_STORES]
 
 
 async def upload(app: App, content: bytes, filename: str = "data.csv") -> dict[str, Any]:

@@ -13,9 +13,9 @@ import pytest
 
 from runner import retry_delay
 from tests import sample_tasks
-from tests.conftest import App, AppFactory, eventually
+from tests.conftest import BOTH_STORES, App, AppFactory, eventually
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_STORES]
 
 
 def stamp(value: str) -> float:

@@ -10,14 +10,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from config import Settings
 from scheduler import build_trigger, latest_tick
+from store import is_postgres_url
 from tasks import cron, every
-from tests.conftest import SAMPLE_MODULES, App, AppFactory
+from tests.conftest import BOTH_STORES, SAMPLE_MODULES, App, AppFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_STORES]
 
 SCHEDULED = (*SAMPLE_MODULES, "tests.scheduled_tasks")
 
@@ -195,18 +197,26 @@ async def test_a_missed_tick_fires_once_at_start_not_a_burst(
     first = await make_app()
     await first.client.post("/schedules/purge_tasks/resume")  # records the schedule
 
-    def pretend_down_for_hours() -> None:
-        db = sqlite3.connect(settings.db, isolation_level=None, timeout=15)
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(
-            "UPDATE schedules SET last_fire_at = ? WHERE id = 'purge_tasks'",
-            (time.time() - 5 * 3600,),
+    hours_ago = time.time() - 5 * 3600
+    if is_postgres_url(settings.db):
+        conn = await asyncpg.connect(settings.db)
+        await conn.execute(
+            "UPDATE schedules SET last_fire_at = $1 WHERE id = 'purge_tasks'", hours_ago
         )
-        db.execute("COMMIT")
-        db.close()
+        await conn.close()
+    else:
 
-    # In a thread: the app's writer runs on this event loop and must not be blocked.
-    await asyncio.to_thread(pretend_down_for_hours)
+        def pretend_down_for_hours() -> None:
+            db = sqlite3.connect(settings.db, isolation_level=None, timeout=15)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "UPDATE schedules SET last_fire_at = ? WHERE id = 'purge_tasks'", (hours_ago,)
+            )
+            db.execute("COMMIT")
+            db.close()
+
+        # In a thread: the app's writer runs on this event loop and must not be blocked.
+        await asyncio.to_thread(pretend_down_for_hours)
     restarted = await make_app()
     runs = await runs_of(restarted, "purge_tasks")
     assert len(runs) == 1
