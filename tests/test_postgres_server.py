@@ -84,3 +84,21 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
     with pytest.raises(PostgresError, match=r'(?s)exited with code 1.*"max_connections"'):
         server.start()
     assert not server.running
+
+
+async def test_durable_leaves_fsync_on_and_tests_keep_it_off(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    async def settings(url: str) -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            return [
+                await conn.fetchval(f"SHOW {name}")
+                for name in ("fsync", "full_page_writes", "synchronous_commit")
+            ]
+        finally:
+            await conn.close()
+
+    assert await settings(postgres.url()) == ["off", "off", "on"]
+    with PostgresServer(tmp_path, durable=True) as durable:
+        assert await settings(durable.url()) == ["on", "on", "on"]
