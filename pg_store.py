@@ -282,9 +282,13 @@ def _split_position(position: int) -> tuple[str, int]:
 class PostgresStore:
     """The PostgreSQL store: a connection pool, a group committer, and one listener."""
 
-    def __init__(self, url: str, *, pool_size: int = _POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = _POOL_SIZE, open_timeout: float = _OPEN_RETRY_FOR
+    ) -> None:
+        """`open_timeout`: how long open() waits for an unreachable database to appear."""
         self.url = url
         self._pool_size = pool_size
+        self._open_timeout = open_timeout
         # Our connections' name: the trigger's NOTIFY payload, so our own news is ignored.
         self.name = f"tasks-{secrets.token_hex(6)}"
         self._pool: asyncpg.Pool | None = None
@@ -302,7 +306,7 @@ class PostgresStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        deadline = time.monotonic() + _OPEN_RETRY_FOR
+        deadline = time.monotonic() + self._open_timeout
         while True:
             try:
                 self._pool = await asyncpg.create_pool(
