@@ -1,18 +1,25 @@
-"""End-to-end throughput over HTTP with 1 and N uvicorn workers, on one SQLite file.
+"""End-to-end throughput over HTTP with 1 and N uvicorn workers, on SQLite and on PostgreSQL.
 
-    python bench/throughput.py                    # --workers 1 and 2, 5 s of load each
-    python bench/throughput.py --workers 1 2 3 --seconds 10
+    python bench/throughput.py                    # both stores, 5 s of load per row
+    python bench/throughput.py --stores sqlite --workers 1 2 3 --seconds 10
 
 Starts `uvicorn bench.app:app` (the service plus baseline routes) on a fresh database. First
-the baselines in that same server: a bare FastAPI POST endpoint, and FastAPI's
-BackgroundTasks running a no-op (keeping nothing). Then, for each worker count, no-op tasks
-POSTed to /tasks with wrk (Debian's `wrk` package) from 32 connections; it waits until none
-is pending or running. Every task is durable (synchronous=FULL) and really runs.
+the baselines in the first server: a bare FastAPI POST endpoint, and FastAPI's
+BackgroundTasks running a no-op (keeping nothing). Then, for each store and each setup, no-op
+tasks POSTed to /tasks with wrk (Debian's `wrk` package) from 32 connections; it waits until
+none is pending or running. Every task is durable and really runs: SQLite with
+synchronous=FULL, PostgreSQL on a private server this script starts (tests/postgres.py, with
+durable=True: fsync, full_page_writes and synchronous_commit on), a fresh database per row.
+
+The setups: `--workers N` (one uvicorn, N worker processes sharing its port) and
+`--instances N` (N separate uvicorns on N ports, on the same database, each driven by its own
+wrk with 1/N of the connections; requests are summed, latencies are the worst wrk's).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -23,11 +30,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.postgres import PostgresServer
+
 ROOT = Path(__file__).resolve().parent.parent
+
+STORE_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+UNFINISHED = "SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')"
 
 
 def free_port() -> int:
@@ -37,12 +55,12 @@ def free_port() -> int:
 
 
 def start_server(
-    workers: int, db: Path, extra_env: dict[str, str]
+    workers: int, db: str, extra_env: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
-        "TASKS_DB": str(db),
+        "TASKS_DB": db,
         "TASKS_MODULES": "bench.bench_tasks",
         "TASKS_LOG_LEVEL": "WARNING",
         "TASKS_CONCURRENCY": "64",
@@ -64,6 +82,62 @@ def start_server(
     raise SystemExit("the server did not start")
 
 
+@contextmanager
+def servers(
+    instances: int, workers: int, db: str, extra_env: dict[str, str]
+) -> Iterator[list[str]]:
+    """`instances` separate uvicorns of `workers` workers each, all on `db`; their URLs."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        urls = []
+        for _ in range(instances):
+            process, url = start_server(workers, db, extra_env)
+            processes.append(process)
+            urls.append(url)
+        yield urls
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
+
+
+class Database:
+    """Where one row's tasks are stored (TASKS_DB), and how many are not finished yet."""
+
+    def __init__(self, store: str, tmp: Path, postgres: PostgresServer | None, name: str):
+        self.store = store
+        self._postgres = postgres
+        self._name = name
+        if store == "sqlite":
+            self.url = str(tmp / f"{name}.db")
+            self._path = Path(self.url)
+        else:
+            assert postgres is not None
+            postgres.create_database(name)
+            self.url = postgres.url(name)
+            self._loop = asyncio.new_event_loop()
+            self._conn: asyncpg.Connection | None = None
+
+    def count(self, sql: str) -> int:
+        if self.store == "sqlite":
+            with sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=30) as conn:
+                (value,) = conn.execute(sql).fetchone()
+            conn.close()
+            return int(value)
+        if self._conn is None:
+            self._conn = self._loop.run_until_complete(asyncpg.connect(self.url))
+        return int(self._loop.run_until_complete(self._conn.fetchval(sql)))
+
+    def close(self) -> None:
+        if self.store == "postgres":
+            assert self._postgres is not None
+            if self._conn is not None:
+                self._loop.run_until_complete(self._conn.close())
+            self._loop.close()
+            self._postgres.drop_database(self._name)
+
+
 WRK_POST = """
 wrk.method = "POST"
 wrk.body = '%s'
@@ -71,60 +145,56 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def wrk(url: str, body: str, seconds: float, connections: int) -> dict[str, float]:
-    """POST `body` to `url` with wrk; requests made, their rate and latency percentiles."""
+def wrk(urls: list[str], body: str, seconds: float, connections: int) -> dict[str, float]:
+    """POST `body` with wrk to each of `urls` at once, the connections split between them;
+    requests made in all, their rate, and the worst wrk's latency percentiles."""
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_POST % body)
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-    output = subprocess.run(
-        [*command, "-s", script.name, url], capture_output=True, text=True, check=True
-    ).stdout
+    share = max(1, connections // len(urls))
+    command = ["wrk", "-t1", f"-c{share}", f"-d{seconds:g}s", "--latency", "-s", script.name]
+    runs = [subprocess.Popen([*command, url], stdout=subprocess.PIPE, text=True) for url in urls]
+    outputs = [run.communicate()[0] for run in runs]
     os.unlink(script.name)
-    if "Non-2xx" in output:
-        raise SystemExit(f"some requests failed:\n{output}")
-    requests = next(int(line.split()[0]) for line in output.splitlines() if "requests in" in line)
+    for run, output in zip(runs, outputs, strict=True):
+        if run.returncode != 0 or "Non-2xx" in output:
+            raise SystemExit(f"some requests failed:\n{output}")
+    requests = sum(
+        next(int(line.split()[0]) for line in output.splitlines() if "requests in" in line)
+        for output in outputs
+    )
     return {
         "requests": requests,
         "rate": requests / seconds,
-        "p50_ms": wrk_latency(output, "50%"),
-        "p99_ms": wrk_latency(output, "99%"),
+        "p50_ms": max(wrk_latency(output, "50%") for output in outputs),
+        "p99_ms": max(wrk_latency(output, "99%") for output in outputs),
     }
 
 
-def drive(url: str, db: Path, seconds: float, connections: int, name: str) -> dict[str, float]:
+def drive(
+    urls: list[str], db: Database, seconds: float, connections: int, name: str
+) -> dict[str, float]:
     """wrk POSTs tasks for `seconds`; then wait until every accepted task has run."""
     began = time.perf_counter()
-    result = wrk(f"{url}/tasks", json.dumps({"name": name}), seconds, connections)
-    while True:
-        total, unfinished = count(db)
-        if unfinished == 0:
-            break
+    result = wrk([f"{url}/tasks" for url in urls], json.dumps({"name": name}), seconds, connections)
+    while db.count(UNFINISHED):
         time.sleep(0.01)
-    result["tasks"] = total
-    result["end_to_end_rate"] = total / (time.perf_counter() - began)
+    finished = time.perf_counter()
+    result["tasks"] = db.count("SELECT count(*) FROM tasks")
+    result["end_to_end_rate"] = result["tasks"] / (finished - began)
     return result
 
 
 def baselines(url: str, seconds: float, connections: int) -> dict[str, dict[str, float]]:
     """The bare endpoint and BackgroundTasks, in the same uvicorn as POST /tasks."""
-    bare = wrk(f"{url}/bench/bare", '{"name": "noop"}', seconds, connections)
+    bare = wrk([f"{url}/bench/bare"], '{"name": "noop"}', seconds, connections)
     began = time.perf_counter()
-    background = wrk(f"{url}/bench/background", '{"name": "noop"}', seconds, connections)
+    background = wrk([f"{url}/bench/background"], '{"name": "noop"}', seconds, connections)
     while httpx.get(f"{url}/bench/background").json()["runs"] < background["requests"]:
         time.sleep(0.01)
     background["end_to_end_rate"] = background["requests"] / (time.perf_counter() - began)
     return {"bare": bare, "background": background}
-
-
-def count(db: Path) -> tuple[int, int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        total, unfinished = conn.execute(
-            "SELECT count(*), count(*) FILTER (WHERE status IN ('pending', 'running')) FROM tasks"
-        ).fetchone()
-    conn.close()
-    return total, unfinished
 
 
 def wrk_latency(output: str, percentile: str) -> float:
@@ -139,60 +209,99 @@ def wrk_latency(output: str, percentile: str) -> float:
     raise ValueError(f"no {percentile} latency in wrk output")
 
 
+@dataclass(frozen=True)
+class Setup:
+    store: str  # "sqlite" or "postgres"
+    instances: int  # separate uvicorn processes, each on its own port
+    workers: int  # uvicorn --workers of each
+
+    @property
+    def label(self) -> str:
+        if self.instances > 1:
+            return f"{self.instances} instances"
+        return f"{self.workers} worker{'s' if self.workers > 1 else ''}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--stores", nargs="+", default=["sqlite", "postgres"], choices=STORE_NAMES)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--instances", type=int, nargs="*", default=[2], help="separate uvicorns, 1 worker each"
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--task", default="noop", choices=["noop", "noop_sync"])
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     args = parser.parse_args()
 
-    rows = []
+    plan = [
+        Setup(store, instances, workers)
+        for store in args.stores
+        for instances, workers in [(1, w) for w in args.workers] + [(n, 1) for n in args.instances]
+    ]
+    env = {"TASKS_SQLITE_SYNCHRONOUS": args.synchronous}
+    rows: list[tuple[Setup, dict[str, float]]] = []
     base: dict[str, dict[str, float]] = {}
-    for workers in args.workers:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {"TASKS_SQLITE_SYNCHRONOUS": args.synchronous}
-            db = Path(tmp) / "bench.db"
-            process, url = start_server(workers, db, env)
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        postgres = None
+        if "postgres" in args.stores:
+            postgres = stack.enter_context(PostgresServer(tmp / "postgres", durable=True))
+        for number, setup in enumerate(plan):
+            db = Database(setup.store, tmp, postgres, f"bench{number}")
             try:
-                if not base:
-                    base = baselines(url, args.seconds, args.connections)
-                result = drive(url, db, args.seconds, args.connections, args.task)
+                with servers(setup.instances, setup.workers, db.url, env) as urls:
+                    if not base:
+                        base = baselines(urls[0], args.seconds, args.connections)
+                    result = drive(urls, db, args.seconds, args.connections, args.task)
             finally:
-                process.send_signal(signal.SIGTERM)
-                process.wait(60)
-        rows.append((workers, result))
+                db.close()
+            rows.append((setup, result))
 
     bare, background = base["bare"], base["background"]
-    one = rows[0][1]["end_to_end_rate"]
     print(
         f"\nPOSTs by wrk for {args.seconds:g} s each, {args.connections} connections, "
-        f"`{args.task}` tasks, synchronous={args.synchronous}, {os.cpu_count()} cores\n"
+        f"`{args.task}` tasks, SQLite synchronous={args.synchronous}, PostgreSQL fsync and "
+        f"synchronous_commit on, {os.cpu_count()} cores\n"
     )
-    print("| what | durable | requests/s | tasks/s end to end | p50 | p99 |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| what | store | durable | requests/s | tasks/s end to end | p50 | p99 |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     print(
-        f"| bare FastAPI POST endpoint | - | {bare['rate']:,.0f} | - | "
+        f"| bare FastAPI POST endpoint | - | - | {bare['rate']:,.0f} | - | "
         f"{bare['p50_ms']:.1f} ms | {bare['p99_ms']:.1f} ms |"
     )
     print(
-        f"| FastAPI BackgroundTasks | no | {background['rate']:,.0f} | "
+        f"| FastAPI BackgroundTasks | - | no | {background['rate']:,.0f} | "
         f"{background['end_to_end_rate']:,.0f} | {background['p50_ms']:.1f} ms | "
         f"{background['p99_ms']:.1f} ms |"
     )
-    for workers, r in rows:
+    for setup, r in rows:
         print(
-            f"| POST /tasks, {workers} worker{'s' if workers > 1 else ''} | yes | "
+            f"| POST /tasks, {setup.label} | {STORE_NAMES[setup.store]} | yes | "
             f"{r['rate']:,.0f} | {r['end_to_end_rate']:,.0f} | {r['p50_ms']:.1f} ms | "
             f"{r['p99_ms']:.1f} ms |"
         )
     print("\nRatios (targets: POST/s >= 0.8x bare; end to end >= 1x BackgroundTasks;")
     print("2 workers >= 1.5x one)\n")
-    print(f"- POST /tasks vs bare endpoint: {rows[0][1]['rate'] / bare['rate']:.2f}x")
-    print(f"- end to end vs BackgroundTasks: {one / background['end_to_end_rate']:.2f}x")
-    for workers, r in rows[1:]:
-        print(f"- {workers} workers vs 1: {r['end_to_end_rate'] / one:.2f}x")
+    ones: dict[str, float] = {}
+    for store in args.stores:
+        mine = [(setup, r) for setup, r in rows if setup.store == store]
+        one = next((r for setup, r in mine if setup.instances == setup.workers == 1), None)
+        if one is None:
+            continue
+        ones[store] = one["end_to_end_rate"]
+        name = STORE_NAMES[store]
+        print(f"- {name}: POST /tasks vs bare endpoint: {one['rate'] / bare['rate']:.2f}x")
+        print(
+            f"- {name}: end to end vs BackgroundTasks: "
+            f"{one['end_to_end_rate'] / background['end_to_end_rate']:.2f}x"
+        )
+        for setup, r in mine:
+            if setup.instances * setup.workers > 1:
+                print(f"- {name}: {setup.label} vs 1: {r['end_to_end_rate'] / ones[store]:.2f}x")
+    if len(ones) == 2:
+        print(f"- PostgreSQL vs SQLite, 1 worker: {ones['postgres'] / ones['sqlite']:.2f}x")
 
 
 if __name__ == "__main__":
