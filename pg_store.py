@@ -634,6 +634,9 @@ class PostgresStore:
         until a new listener is in place."""
         if self._listener is None or self._listener.is_closed():
             self._listener = None
+            # Cleared first: while the database is away, the watcher then waits its interval
+            # between attempts instead of spinning on refused connections.
+            self._notified.clear()
             try:
                 await self._listen()
             except _DATABASE_ERRORS as exc:
