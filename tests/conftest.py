@@ -154,6 +154,8 @@ class Server:
     workers: int = 1
     app: str = "main:app"
     port: int = field(default_factory=free_port)
+    # Runs the command under these words (e.g. `unshare ...`); the process is their first.
+    prefix: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     _log: Any = None
 
@@ -172,6 +174,7 @@ class Server:
         command = [sys.executable, "-m", "uvicorn", self.app, "--port", str(self.port)]
         if self.workers > 1:
             command += ["--workers", str(self.workers)]
+        command = [*self.prefix, *command]
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=self._log, stderr=self._log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -154,3 +155,13 @@ async def record_pid(ctx: Context, path: str, mark: str, seconds: float = 0.0) -
         file.write(f"{mark} {os.getpid()}\n")
     await asyncio.sleep(seconds)
     return os.getpid()
+
+
+@task
+async def record_host(ctx: Context, path: str, mark: str, seconds: float = 0.0) -> str:
+    """Appends `mark`, the host name, the pid and the time of this start: which host ran
+    what, and when (pids alone mean nothing across hosts)."""
+    with open(path, "a") as file:
+        file.write(f"{mark} {socket.gethostname()} {os.getpid()} {time.time():.6f}\n")
+    await asyncio.sleep(seconds)
+    return socket.gethostname()
