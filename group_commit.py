@@ -11,11 +11,14 @@ bad row never sinks its neighbours.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from models import StoreUnavailable
+
+log = logging.getLogger("tasks.store")
 
 
 @dataclass(slots=True)
@@ -113,7 +116,16 @@ class GroupCommitter:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            await self._commit(self._take_batch())
+            batch = self._take_batch()
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                # Whatever went wrong, the committer must live on: a dead one would leave
+                # every later write waiting for ever.
+                log.exception("a batch of writes failed unexpectedly")
+                failure = StoreUnavailable(f"the task database cannot be used: {exc}")
+                for write in batch:
+                    _settle(write.futures, error=failure)
 
     def _take_batch(self) -> list[Write]:
         """Everything queued, writes of the same statement merged; progress first."""

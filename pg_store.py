@@ -25,7 +25,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -250,6 +250,9 @@ _SETTLED = "tx < pg_snapshot_xmin(pg_current_snapshot())"
 _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A pool connection the server ended under us can say "cannot switch to state ...;
+    # another operation is in progress" (asyncpg #784, #1069): a plain Exception subclass.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
@@ -263,6 +266,7 @@ def _connection_problem(exc: BaseException) -> bool:
             OSError,
             TimeoutError,
             asyncpg.InterfaceError,  # connection closed under us, among others
+            asyncpg.exceptions.InternalClientError,
             asyncpg.PostgresConnectionError,
             asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, starting up
             asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
@@ -420,10 +424,24 @@ class PostgresStore:
         rows: list[Any] = await self._committer.submit(sql, params, returning=True)
         return rows
 
-    async def _run_batch(self, batch: list[Write]) -> list[Any]:
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pool connection; one that failed as a connection is thrown away, never reused
+        (asyncpg would otherwise hand the broken one out again)."""
         if self._pool is None:
             raise StoreUnavailable("the task store is closed")
-        async with self._pool.acquire(timeout=_CONNECT_TIMEOUT) as conn:
+        conn = await self._pool.acquire(timeout=_CONNECT_TIMEOUT)
+        try:
+            yield conn
+        except BaseException as exc:
+            if _connection_problem(exc) or isinstance(exc, asyncio.CancelledError):
+                conn.terminate()
+            raise
+        finally:
+            await self._pool.release(conn)
+
+    async def _run_batch(self, batch: list[Write]) -> list[Any]:
+        async with self._connection() as conn:
             if len(batch) == 1 and len(batch[0].params) == 1:
                 return [await self._run_write(conn, batch[0])]
             async with conn.transaction():
@@ -440,20 +458,16 @@ class PostgresStore:
         return None
 
     async def _read(self, sql: str, *params: Any) -> list[Any]:
-        if self._pool is None:
-            raise StoreUnavailable("the task store is closed")
         try:
-            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT) as conn:
+            async with self._connection() as conn:
                 return list(await conn.fetch(sql, *params))
         except _DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Statements in one transaction of their own, outside the group commit."""
-        if self._pool is None:
-            raise StoreUnavailable("the task store is closed")
         try:
-            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT) as conn, conn.transaction():
+            async with self._connection() as conn, conn.transaction():
                 return [await conn.fetch(sql, *params) for sql, params in statements]
         except _DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc

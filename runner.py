@@ -232,6 +232,11 @@ class Runner:
                 log.warning("cannot claim tasks: %s", exc)
                 await asyncio.sleep(1)
                 continue
+            except Exception:
+                # The dispatcher must outlive any surprise, or nothing would start again.
+                log.exception("the dispatcher failed; it goes on")
+                await asyncio.sleep(1)
+                continue
             free = self._slots - self._busy
             if free > 0 and self._backlog and self._accepting:
                 continue
