@@ -638,6 +638,13 @@ class PostgresStore:
         )
         return [row[0] for row in rows]
 
+    async def running_for(self, owner: str) -> list[Task]:
+        """The tasks stored as running for `owner`."""
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM tasks WHERE owner = $1 AND status = 'running'", owner
+        )
+        return [task_from_row(row) for row in rows]
+
     async def next_run_at(self) -> float | None:
         rows = await self._read("SELECT min(run_at) FROM tasks WHERE status = 'pending'")
         value: float | None = rows[0][0]

@@ -84,6 +84,12 @@ class Runner:
         self._loops: list[asyncio.Task[None]] = []
         self._chores: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # A claim whose commit failed may still have committed (the connection dropped after
+        # COMMIT was sent): such tasks are stored running for us, and nothing runs them.
+        self._claims_uncertain = False
+        self._claims_in_flight = 0
+        self._claims_started = 0
+        self._settling: set[str] = set()  # ended attempts whose final write is not stored yet
 
     @property
     def running(self) -> int:
@@ -175,12 +181,17 @@ class Runner:
         claim = self._accepting and due and not self._backlog and self._busy < self._slots
         if claim:
             self._busy += 1  # reserved before the insert, so no other start can take it
+            self._claim_begins()
         try:
             task, created = await create(new, claim_for=self.worker_id if claim else None)
         except BaseException:
             if claim:
+                self._claims_uncertain = True
                 self._free_slot()
             raise
+        finally:
+            if claim:
+                self._claims_in_flight -= 1
         if claim and created and task and self._accepting:
             self._launch(task)
         elif claim and created and task:  # shutdown began while the insert committed
@@ -260,7 +271,14 @@ class Runner:
         if not (self._backlog and free > 0 and self._accepting):
             return
         marks = self._backlog_marks
-        claimed = await self.store.claim(self.worker_id, free)
+        self._claim_begins()
+        try:
+            claimed = await self.store.claim(self.worker_id, free)
+        except BaseException:
+            self._claims_uncertain = True
+            raise
+        finally:
+            self._claims_in_flight -= 1
         if not self._accepting:  # shutdown began while the claim committed
             await self._unclaim(claimed)
             return
@@ -273,12 +291,37 @@ class Runner:
             if marks == self._backlog_marks:
                 self._next_run_at = next_run_at
 
+    def _claim_begins(self) -> None:
+        self._claims_in_flight += 1
+        self._claims_started += 1
+
+    async def _reconcile_claims(self) -> None:
+        """Give back tasks stored as running for us that we do not run (see
+        `_claims_uncertain`). Skipped while a claim is in flight, whose tasks would look lost
+        for the moment between its commit and their start."""
+        started = self._claims_started
+        if self._claims_in_flight:
+            return
+        stored = await self.store.running_for(self.worker_id)
+        if self._claims_in_flight or self._claims_started != started:
+            return
+        lost = [t for t in stored if t.id not in self._attempts and t.id not in self._settling]
+        self._claims_uncertain = False
+        if lost:
+            await self.store.unclaim(lost)
+            log.warning(
+                "%d tasks claimed by a commit that seemed to fail are pending again", len(lost)
+            )
+            self._backlog = True
+            self._wake.set()
+
     # -- running one attempt ---------------------------------------------------------------
 
     def _launch(self, task: Task) -> None:
         """Run an attempt whose slot is already counted in `_busy`."""
         assert self._loop is not None
         if task.name not in self.registry:
+            self._settling.add(task.id)
             chore = asyncio.create_task(self._fail_unknown(task))
             self._chores.add(chore)
             chore.add_done_callback(self._chores.discard)
@@ -299,6 +342,7 @@ class Runner:
             outcome = Outcome(TaskStatus.FAILED, error=error)
             await self._with_store_retries(lambda: self.store.finish(task, outcome))
         finally:
+            self._settling.discard(task.id)
             self._free_slot()
 
     async def _run_async(self, attempt: _Attempt) -> None:
@@ -420,13 +464,18 @@ class Runner:
         if attempt.cancel_requested:
             outcome = Outcome(TaskStatus.CANCELLED)
         elif attempt.shutting_down or outcome is None:
-            await self._with_store_retries(lambda: self.store.release(task))
+            self._settling.add(task.id)
+            try:
+                await self._with_store_retries(lambda: self.store.release(task))
+            finally:
+                self._settling.discard(task.id)
             log.info("task %s (%s) handed back for the next start", task.id, task.name)
             return
         await self._record(attempt, outcome)
 
     async def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
         task = attempt.task
+        self._settling.add(task.id)
         committed = self.store.finish(task, outcome)
         # Queued: the slot can take the next task now, whose claim then shares this commit.
         self._let_go(attempt)
@@ -439,6 +488,8 @@ class Runner:
             await committed
         except StoreUnavailable:
             await self._with_store_retries(lambda: self.store.finish(task, outcome))
+        finally:
+            self._settling.discard(task.id)
         if outcome.status is TaskStatus.PENDING:
             assert outcome.retry_at is not None
             self._note_pending(outcome.retry_at)
@@ -490,6 +541,8 @@ class Runner:
                     await self.metrics.flush(self.store)
                 if await self.store.changed():
                     await self._apply_changes()
+                if self._claims_uncertain:
+                    await self._reconcile_claims()
                 if now - last_sweep >= _SWEEP_EVERY:
                     last_sweep = now
                     await self._recover_dead()

@@ -149,6 +149,7 @@ class Store(Protocol):
     async def cancel_pending(self, task_id: str) -> Task | None: ...
     async def request_cancel(self, task_id: str) -> Task | None: ...
     async def cancel_requests(self, owner: str) -> list[str]: ...
+    async def running_for(self, owner: str) -> list[Task]: ...
 
     async def next_run_at(self) -> float | None: ...
     async def has_due(self) -> bool: ...
@@ -726,6 +727,15 @@ class SqliteStore:
             (owner,),
         )
         return [row[0] for row in rows]
+
+    async def running_for(self, owner: str) -> list[Task]:
+        """The tasks stored as running for `owner`."""
+        rows = await self._read(
+            f"SELECT {_COLUMNS} FROM tasks INDEXED BY tasks_running "
+            "WHERE owner = ? AND status = 'running'",
+            (owner,),
+        )
+        return [task_from_row(row) for row in rows]
 
     async def next_run_at(self) -> float | None:
         rows = await self._read(

@@ -8,9 +8,11 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from models import StoreUnavailable
 from runner import retry_delay
 from tests import sample_tasks
 from tests.conftest import BOTH_STORES, App, AppFactory, eventually
@@ -315,3 +317,27 @@ async def test_a_claim_in_flight_when_stopping_gives_its_tasks_back_unstarted(
     assert stored is not None
     assert stored.status.value == "pending" and stored.attempts == 0
     assert not marks.exists()
+
+
+async def test_a_claim_that_committed_but_reported_failure_is_given_back_and_run(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection can drop after COMMIT reached the database: the claim is stored, but
+    the runner hears an error. Those tasks must not stay `running` for a live owner."""
+    store = app.service.store
+    real_claim = store.claim
+    failures: list[list[str]] = []
+
+    async def claim_then_lose_the_answer(owner: str, limit: int) -> list[Any]:
+        claimed = await real_claim(owner, limit)
+        if claimed and not failures:
+            failures.append([t.id for t in claimed])
+            raise StoreUnavailable("the task database cannot be reached: connection lost")
+        return claimed
+
+    monkeypatch.setattr(store, "claim", claim_then_lose_the_answer)
+    task = await app.post_task("noop", delay=0.3)  # pending first: the dispatcher claims it
+    done = await app.wait_for(task["id"], timeout=20)
+    assert failures == [[task["id"]]]  # the answer of its first claim was lost
+    assert done["status"] == "completed"
+    assert done["attempts"] == 1  # given back unstarted: the lost claim is not counted
