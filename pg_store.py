@@ -34,22 +34,19 @@ from group_commit import GroupCommitter, Write
 from models import (
     MAX_INTERRUPTIONS,
     TERMINAL_STATUSES,
-    IdempotencyConflict,
     NewTask,
     StoreUnavailable,
     Task,
-    TaskStatus,
 )
 from store import (
     INTERRUPTED_ERROR,
     FileRecord,
-    Outcome,
+    GroupCommittedStore,
     StoreOpenError,
     TaskEvent,
     WorkerInfo,
     event_from_row,
     new_task_row,
-    newest_first,
     task_from_row,
 )
 
@@ -210,8 +207,8 @@ _RECORD_TICK = (
 )
 _CLAIM = (
     "UPDATE tasks SET status = 'running', owner = $1, attempts = attempts + 1, started_at = $2 "
-    "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= $2 "
-    "ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+    "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= $3 "
+    "ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
     f"RETURNING {_COLUMNS}"
 )
 # A cancel stored before this write wins over how the attempt ended (see store._FINISH).
@@ -291,8 +288,14 @@ def _split_position(position: int) -> tuple[str, int]:
     return str(position >> _POSITION_SHIFT), position & ((1 << _POSITION_SHIFT) - 1)
 
 
-class PostgresStore:
+class PostgresStore(GroupCommittedStore):
     """The PostgreSQL store: a connection pool, a group committer, and one listener."""
+
+    _INSERT = _INSERT
+    _INSERT_UNIQUE = _INSERT_UNIQUE
+    _BY_UNIQUE_KEY = f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE unique_key = $1"
+    _CLAIM = _CLAIM
+    _FINISH = _FINISH
 
     def __init__(
         self, url: str, *, pool_size: int = _POOL_SIZE, open_timeout: float = _OPEN_RETRY_FOR
@@ -414,16 +417,6 @@ class PostgresStore:
 
     # -- the group committer ---------------------------------------------------------------
 
-    def _submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
-        return self._committer.submit(sql, params, returning=returning)
-
-    async def _write(self, sql: str, params: Sequence[Any]) -> None:
-        await self._committer.submit(sql, params, returning=False)
-
-    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        rows: list[Any] = await self._committer.submit(sql, params, returning=True)
-        return rows
-
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pool connection; one that failed as a connection is thrown away, never reused
@@ -457,7 +450,7 @@ class PostgresStore:
             await conn.executemany(write.sql, write.params)
         return None
 
-    async def _read(self, sql: str, *params: Any) -> list[Any]:
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             async with self._connection() as conn:
                 return list(await conn.fetch(sql, *params))
@@ -473,29 +466,6 @@ class PostgresStore:
             raise _unavailable(exc) from exc
 
     # -- tasks -----------------------------------------------------------------------------
-
-    async def create(self, new: NewTask, *, claim_for: str | None = None) -> tuple[Task, bool]:
-        """Insert a task; with `claim_for`, insert it already running for that worker.
-
-        With its unique key already taken, nothing is inserted: the task holding the key is
-        returned with False if it was made from the same request, else IdempotencyConflict.
-        """
-        task, params = new_task_row(new, claim_for)
-        if new.unique_key is None:
-            await self._write(_INSERT, params)
-            return task, True
-        while True:
-            if await self._write_returning(_INSERT_UNIQUE, params):
-                return task, True
-            rows = await self._read(
-                f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE unique_key = $1",
-                new.unique_key,
-            )
-            if rows:
-                if rows[0][-1] != new.request_hash:
-                    raise IdempotencyConflict(rows[0][0])
-                return task_from_row(rows[0]), False
-            # The holder of the key was deleted in between: the key is free again.
 
     async def create_tick(
         self, new: NewTask, *, claim_for: str | None = None
@@ -531,24 +501,16 @@ class PostgresStore:
         )
 
     async def get(self, task_id: str) -> Task | None:
-        rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1", task_id)
+        rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1", (task_id,))
         return task_from_row(rows[0]) if rows else None
 
-    async def list(
-        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+    async def _list_one(
+        self, status: str | None, name: str | None, before_id: str | None, limit: int
     ) -> list[Task]:
-        """Newest first; `before_id` continues a previous page. Several statuses are read
-        one indexed range each and merged, like SQLite's."""
-        if len(statuses) > 1:
-            pages = [
-                await self.list(statuses=[s], name=name, before_id=before_id, limit=limit)
-                for s in statuses
-            ]
-            return newest_first(pages, limit)
         where: list[str] = []
         params: list[Any] = []
         for column, value in (
-            ("status =", statuses[0] if statuses else None),
+            ("status =", status),
             ("name =", name),
             ("id <", before_id),
         ):
@@ -558,47 +520,9 @@ class PostgresStore:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = await self._read(
             f"SELECT {_COLUMNS} FROM tasks {clause} ORDER BY id DESC LIMIT ${len(params) + 1}",
-            *params,
-            limit,
+            (*params, limit),
         )
         return [task_from_row(row) for row in rows]
-
-    async def claim(self, owner: str, limit: int) -> list[Task]:
-        """Mark up to `limit` due tasks running for `owner`, best first; rows another host
-        is claiming right now are skipped, not waited for."""
-        rows = await self._write_returning(_CLAIM, (owner, time.time(), limit))
-        tasks = [task_from_row(row) for row in rows]
-        tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
-        return tasks
-
-    def finish(self, task: Task, outcome: Outcome) -> asyncio.Future[None]:
-        """Record how an attempt ended; a no-op unless `task.owner` still runs it.
-
-        Queued at once; the returned future is its commit."""
-        now = time.time()
-        finished_at = None if outcome.status is TaskStatus.PENDING else now
-        return self._submit(
-            _FINISH,
-            (
-                outcome.status.value,
-                outcome.result_json,
-                outcome.error,
-                now,
-                finished_at,
-                outcome.retry_at,
-                task.id,
-                task.owner,
-            ),
-            returning=False,
-        )
-
-    def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
-        """Queue a progress update; only the latest per task reaches the next commit."""
-        self._committer.report_progress(task_id, float(percent), message)
-
-    def progress_committed(self) -> asyncio.Future[None] | None:
-        """A future done once the progress reported so far is committed (None: it is)."""
-        return self._committer.progress_committed()
 
     async def release(self, task: Task) -> None:
         await self._write(_RELEASE, (time.time(), task.id, task.owner))
@@ -634,14 +558,14 @@ class PostgresStore:
     async def cancel_requests(self, owner: str) -> list[str]:
         rows = await self._read(
             "SELECT id FROM tasks WHERE owner = $1 AND status = 'running' AND cancel_requested",
-            owner,
+            (owner,),
         )
         return [row[0] for row in rows]
 
     async def running_for(self, owner: str) -> list[Task]:
         """The tasks stored as running for `owner`."""
         rows = await self._read(
-            f"SELECT {_COLUMNS} FROM tasks WHERE owner = $1 AND status = 'running'", owner
+            f"SELECT {_COLUMNS} FROM tasks WHERE owner = $1 AND status = 'running'", (owner,)
         )
         return [task_from_row(row) for row in rows]
 
@@ -652,7 +576,7 @@ class PostgresStore:
 
     async def has_due(self) -> bool:
         rows = await self._read(
-            "SELECT 1 FROM tasks WHERE status = 'pending' AND run_at <= $1 LIMIT 1", time.time()
+            "SELECT 1 FROM tasks WHERE status = 'pending' AND run_at <= $1 LIMIT 1", (time.time(),)
         )
         return bool(rows)
 
@@ -732,12 +656,12 @@ class PostgresStore:
 
     async def get_file(self, file_id: str) -> FileRecord | None:
         rows = await self._read(
-            "SELECT id, filename, size, sha256, created_at FROM files WHERE id = $1", file_id
+            "SELECT id, filename, size, sha256, created_at FROM files WHERE id = $1", (file_id,)
         )
         return FileRecord(*rows[0]) if rows else None
 
     async def files_created_before(self, cutoff: float) -> list[str]:
-        rows = await self._read("SELECT id FROM files WHERE created_at < $1", cutoff)
+        rows = await self._read("SELECT id FROM files WHERE created_at < $1", (cutoff,))
         return [row[0] for row in rows]
 
     async def forget_file_unless_in_use(self, file_id: str) -> bool:
@@ -765,9 +689,7 @@ class PostgresStore:
             f"SELECT tx::text::bigint, seq, {_EVENT_FIELDS} FROM task_events "
             f"WHERE {_SETTLED} AND (tx, seq) > ($1::text::xid8, $2) "
             "ORDER BY tx, seq LIMIT $3",
-            tx,
-            number,
-            limit,
+            (tx, number, limit),
         )
         return [event_from_row((_position(row[0], row[1]), *row[2:])) for row in rows]
 
@@ -788,7 +710,7 @@ class PostgresStore:
         """How many pending tasks are due now, and since when the oldest has waited."""
         rows = await self._read(
             "SELECT count(*), min(run_at) FROM tasks WHERE status = 'pending' AND run_at <= $1",
-            time.time(),
+            (time.time(),),
         )
         return rows[0][0], rows[0][1]
 

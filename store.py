@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import aiosqlite
 
@@ -373,6 +373,111 @@ _RECOVER = (
 _BUSY_TIMEOUT_MS = 15000
 
 
+class GroupCommittedStore:
+    """What both stores do alike around their own SQL: writes queued on a group committer,
+    creation with unique keys, claims, final writes, progress, paged lists.
+
+    A subclass sets `_committer` and the statements below, and reads with `_read`.
+    """
+
+    _committer: GroupCommitter
+    _INSERT: ClassVar[str]
+    _INSERT_UNIQUE: ClassVar[str]  # inserts, or returns no row when the key is taken
+    _BY_UNIQUE_KEY: ClassVar[str]  # the task holding a key, its request hash last
+    _CLAIM: ClassVar[str]  # takes (owner, started_at, now, limit)
+    _FINISH: ClassVar[str]  # takes the values that finish() passes
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def _list_one(
+        self, status: str | None, name: str | None, before_id: str | None, limit: int
+    ) -> list[Task]:
+        raise NotImplementedError
+
+    def _submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
+        return self._committer.submit(sql, params, returning=returning)
+
+    async def _write(self, sql: str, params: Sequence[Any]) -> None:
+        await self._committer.submit(sql, params, returning=False)
+
+    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        rows: list[Any] = await self._committer.submit(sql, params, returning=True)
+        return rows
+
+    async def create(self, new: NewTask, *, claim_for: str | None = None) -> tuple[Task, bool]:
+        """Insert a task; with `claim_for`, insert it already running for that worker.
+
+        With its unique key already taken, nothing is inserted: the task holding the key is
+        returned with False if it was made from the same request, else IdempotencyConflict.
+        """
+        task, params = new_task_row(new, claim_for)
+        if new.unique_key is None:
+            await self._write(self._INSERT, params)
+            return task, True
+        while True:
+            if await self._write_returning(self._INSERT_UNIQUE, params):
+                return task, True
+            rows = await self._read(self._BY_UNIQUE_KEY, (new.unique_key,))
+            if rows:
+                if rows[0][-1] != new.request_hash:
+                    raise IdempotencyConflict(rows[0][0])
+                return task_from_row(rows[0]), False
+            # The holder of the key was deleted in between: the key is free again.
+
+    async def list(
+        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+    ) -> list[Task]:
+        """Newest first; `before_id` continues a previous page.
+
+        Several statuses are read one indexed range each and merged: the database would
+        otherwise sort every task with those statuses to find the newest few.
+        """
+        if len(statuses) > 1:
+            pages = [await self._list_one(s, name, before_id, limit) for s in statuses]
+            return newest_first(pages, limit)
+        return await self._list_one(statuses[0] if statuses else None, name, before_id, limit)
+
+    async def claim(self, owner: str, limit: int) -> list[Task]:
+        """Mark up to `limit` due tasks running for `owner`, best first."""
+        now = time.time()
+        rows = await self._write_returning(self._CLAIM, (owner, now, now, limit))
+        tasks = [task_from_row(row) for row in rows]
+        tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
+        return tasks
+
+    def finish(self, task: Task, outcome: Outcome) -> asyncio.Future[None]:
+        """Record how an attempt ended; a no-op unless `task.owner` still runs it.
+
+        Queued at once (so the caller may move on, e.g. free the task's slot, and let the
+        next claim share this write's transaction); the returned future is its commit.
+        """
+        now = time.time()
+        finished_at = None if outcome.status is TaskStatus.PENDING else now
+        return self._submit(
+            self._FINISH,
+            (
+                outcome.status.value,
+                outcome.result_json,
+                outcome.error,
+                now,
+                finished_at,
+                outcome.retry_at,
+                task.id,
+                task.owner,
+            ),
+            returning=False,
+        )
+
+    def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
+        """Queue a progress update; only the latest per task reaches the next commit."""
+        self._committer.report_progress(task_id, float(percent), message)
+
+    def progress_committed(self) -> asyncio.Future[None] | None:
+        """A future done once the progress reported so far is committed (None: it is)."""
+        return self._committer.progress_committed()
+
+
 class ProcessWriteLock:
     """Processes sharing the file take turns at writing through a kernel file lock.
 
@@ -410,8 +515,14 @@ class ProcessWriteLock:
             self._fd = None
 
 
-class SqliteStore:
+class SqliteStore(GroupCommittedStore):
     """The SQLite store: one writer connection fed by a group committer, one reader."""
+
+    _INSERT = _INSERT
+    _INSERT_UNIQUE = _INSERT_UNIQUE
+    _BY_UNIQUE_KEY = f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE unique_key = ?"
+    _CLAIM = _CLAIM
+    _FINISH = _FINISH
 
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
         self.path = path
@@ -506,16 +617,6 @@ class SqliteStore:
 
     # -- the group committer ---------------------------------------------------------------
 
-    def _submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
-        return self._committer.submit(sql, params, returning=returning)
-
-    async def _write(self, sql: str, params: Sequence[Any]) -> None:
-        await self._committer.submit(sql, params, returning=False)
-
-    async def _write_returning(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        rows: list[Any] = await self._committer.submit(sql, params, returning=True)
-        return rows
-
     async def _run_batch(self, batch: list[Write]) -> list[Any]:
         """One batch as one transaction, our processes taking turns through the file lock."""
         conn = self._writer
@@ -567,29 +668,6 @@ class SqliteStore:
 
     # -- tasks -----------------------------------------------------------------------------
 
-    async def create(self, new: NewTask, *, claim_for: str | None = None) -> tuple[Task, bool]:
-        """Insert a task; with `claim_for`, insert it already running for that worker.
-
-        With its unique key already taken, nothing is inserted: the task holding the key is
-        returned with False if it was made from the same request, else IdempotencyConflict.
-        """
-        task, params = new_task_row(new, claim_for)
-        if new.unique_key is None:
-            await self._write(_INSERT, params)
-            return task, True
-        while True:
-            if await self._write_returning(_INSERT_UNIQUE, params):
-                return task, True
-            rows = await self._read(
-                f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE unique_key = ?",
-                (new.unique_key,),
-            )
-            if rows:
-                if rows[0][-1] != new.request_hash:
-                    raise IdempotencyConflict(rows[0][0])
-                return task_from_row(rows[0]), False
-            # The holder of the key was deleted in between: the key is free again.
-
     async def create_tick(
         self, new: NewTask, *, claim_for: str | None = None
     ) -> tuple[Task | None, bool]:
@@ -621,25 +699,14 @@ class SqliteStore:
         rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         return task_from_row(rows[0]) if rows else None
 
-    async def list(
-        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+    async def _list_one(
+        self, status: str | None, name: str | None, before_id: str | None, limit: int
     ) -> list[Task]:
-        """Newest first; `before_id` continues a previous page.
-
-        Several statuses are read one indexed range each and merged: SQLite would otherwise
-        sort every task with those statuses to find the newest few.
-        """
-        if len(statuses) > 1:
-            pages = [
-                await self.list(statuses=[s], name=name, before_id=before_id, limit=limit)
-                for s in statuses
-            ]
-            return newest_first(pages, limit)
         where: list[str] = []
         params: list[Any] = []
-        if statuses:
+        if status is not None:
             where.append("status = ?")
-            params.extend(statuses)
+            params.append(status)
         if name is not None:
             where.append("name = ?")
             params.append(name)
@@ -651,45 +718,6 @@ class SqliteStore:
             f"SELECT {_COLUMNS} FROM tasks {clause} ORDER BY id DESC LIMIT ?", (*params, limit)
         )
         return [task_from_row(row) for row in rows]
-
-    async def claim(self, owner: str, limit: int) -> list[Task]:
-        """Mark up to `limit` due tasks running for `owner`, best first."""
-        now = time.time()
-        rows = await self._write_returning(_CLAIM, (owner, now, now, limit))
-        tasks = [task_from_row(row) for row in rows]
-        tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
-        return tasks
-
-    def finish(self, task: Task, outcome: Outcome) -> asyncio.Future[None]:
-        """Record how an attempt ended; a no-op unless `task.owner` still runs it.
-
-        Queued at once (so the caller may move on, e.g. free the task's slot, and let the
-        next claim share this write's transaction); the returned future is its commit.
-        """
-        now = time.time()
-        finished_at = None if outcome.status is TaskStatus.PENDING else now
-        return self._submit(
-            _FINISH,
-            (
-                outcome.status.value,
-                outcome.result_json,
-                outcome.error,
-                now,
-                finished_at,
-                outcome.retry_at,
-                task.id,
-                task.owner,
-            ),
-            returning=False,
-        )
-
-    def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
-        """Queue a progress update; only the latest per task reaches the next commit."""
-        self._committer.report_progress(task_id, percent, message)
-
-    def progress_committed(self) -> asyncio.Future[None] | None:
-        """A future done once the progress reported so far is committed (None: it is)."""
-        return self._committer.progress_committed()
 
     async def release(self, task: Task) -> None:
         await self._write(_RELEASE, (time.time(), task.id, task.owner))
