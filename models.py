@@ -99,9 +99,13 @@ class NewTask:
     request_hash: str | None = None
 
 
+# One encoder for every dump: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def dump_json(value: Any) -> str:
     """Compact JSON; NaN and infinities are refused, as JSON has no such numbers."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def iso(timestamp: float | None) -> str | None:

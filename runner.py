@@ -348,11 +348,11 @@ class Runner:
     async def _run_async(self, attempt: _Attempt) -> None:
         task, definition = attempt.task, attempt.definition
         outcome: Outcome | None = None
-        deadline = asyncio.timeout(task.timeout)
+        deadline = None if task.timeout is None else asyncio.timeout(task.timeout)
         try:
             kwargs = definition.bind(task.params)
             attempt.interruptible = True
-            if task.timeout is None:
+            if deadline is None:
                 result = await definition.fn(attempt.context, **kwargs)
             else:
                 async with deadline:
@@ -367,7 +367,8 @@ class Runner:
                 outcome = self._failed(attempt, exc)  # the task's own code cancelled itself
         except TimeoutError as exc:
             attempt.interruptible = False
-            outcome = self._failed(attempt, exc, timed_out=deadline.expired())
+            timed_out = deadline is not None and deadline.expired()
+            outcome = self._failed(attempt, exc, timed_out=timed_out)
         except (Exception, SystemExit) as exc:
             attempt.interruptible = False
             outcome = self._failed(attempt, exc)

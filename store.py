@@ -9,17 +9,15 @@ committed. Reads use their own connection and never wait for the writer (WAL).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import heapq
 import itertools
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 import aiosqlite
@@ -38,6 +36,7 @@ from models import (
     iso,
     new_task_id,
 )
+from sqlite_writer import SqliteWriter
 
 log = logging.getLogger("tasks.store")
 
@@ -478,43 +477,6 @@ class GroupCommittedStore:
         return self._committer.progress_committed()
 
 
-class ProcessWriteLock:
-    """Processes sharing the file take turns at writing through a kernel file lock.
-
-    SQLite alone makes a writer that finds the file locked sleep and poll (1, 2, 5, 10 ms
-    and more), so with --workers N most of a transaction's wait is sleep after the lock is
-    already free. flock wakes the next writer the moment it is released. SQLite's own lock
-    still guards correctness; this only orders the turns.
-    """
-
-    def __init__(self, db_path: str | None) -> None:
-        """`db_path` None: no lock (a store not opened yet)."""
-        self._fd: int | None = None
-        if db_path is None:
-            return
-        try:
-            self._fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            log.warning("no write lock file next to %s (%s): SQLite's busy wait only", db_path, exc)
-
-    async def acquire(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            await asyncio.to_thread(fcntl.flock, self._fd, fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
 class SqliteStore(GroupCommittedStore):
     """The SQLite store: one writer connection fed by a group committer, one reader."""
 
@@ -527,7 +489,7 @@ class SqliteStore(GroupCommittedStore):
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
         self.path = path
         self._synchronous = synchronous
-        self._writer: aiosqlite.Connection | None = None
+        self._writer = SqliteWriter(path, busy_timeout_ms=_BUSY_TIMEOUT_MS)
         self._reader: aiosqlite.Connection | None = None
         # Scans that grow with the table (metrics) get a connection of their own, so that a
         # scrape never makes GET /tasks/{id} wait behind it.
@@ -540,14 +502,13 @@ class SqliteStore(GroupCommittedStore):
             name="store-group-commit",
         )
         self._data_version: int | None = None
-        self._write_lock = ProcessWriteLock(None)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
         try:
-            self._writer = await self._connect()
-            await self._prepare_writer(self._writer)
+            await self._writer.open()
+            await self._writer.run(self._prepare_writer)
             self._reader = await self._connect()
             await self._reader.execute("PRAGMA query_only = 1")
             self._scanner = await self._connect()
@@ -558,14 +519,12 @@ class SqliteStore(GroupCommittedStore):
         except BaseException:
             await self._close_connections()
             raise
-        self._write_lock = ProcessWriteLock(self.path)
         self._committer.start()
 
     async def close(self) -> None:
         """Commit everything already asked for, then close."""
         await self._committer.close()
         await self._close_connections()
-        self._write_lock.close()
 
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -573,30 +532,31 @@ class SqliteStore(GroupCommittedStore):
         return conn
 
     async def _close_connections(self) -> None:
-        for conn in (self._scanner, self._reader, self._writer):
+        for conn in (self._scanner, self._reader):
             if conn is not None:
                 await conn.close()
-        self._scanner = self._reader = self._writer = None
+        self._scanner = self._reader = None
+        await self._writer.close()
 
-    async def _prepare_writer(self, conn: aiosqlite.Connection) -> None:
+    def _prepare_writer(self, conn: sqlite3.Connection) -> None:
+        """WAL, the durability level, and the schema migrated (on the writer's thread)."""
         # Switching to WAL fails at once, ignoring the busy timeout, while another process
         # (a sibling --workers process) writes: retry for as long as the busy timeout.
         deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
         while True:
             try:
-                rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 break
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(0.05)
-        mode = next(iter(rows))[0]
+                time.sleep(0.05)
         if mode != "wal":
             raise StoreOpenError(f"{self.path!r} could not be switched to WAL (it is {mode!r})")
-        await conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            version = next(iter(await conn.execute_fetchall("PRAGMA user_version")))[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise StoreOpenError(
                     f"{self.path!r} has schema version {version}, newer than this service "
@@ -604,12 +564,12 @@ class SqliteStore(GroupCommittedStore):
                 )
             for number in range(version, len(MIGRATIONS)):
                 for statement in MIGRATIONS[number]:
-                    await conn.execute(statement)
+                    conn.execute(statement)
                 log.info("database %s migrated to schema version %d", self.path, number + 1)
-            await conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
-            await conn.execute("COMMIT")
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
 
     async def ping(self) -> None:
@@ -618,44 +578,41 @@ class SqliteStore(GroupCommittedStore):
     # -- the group committer ---------------------------------------------------------------
 
     async def _run_batch(self, batch: list[Write]) -> list[Any]:
-        """One batch as one transaction, our processes taking turns through the file lock."""
-        conn = self._writer
-        assert conn is not None
-        await self._write_lock.acquire()
-        try:
-            return await self._run_transaction(conn, batch)
-        finally:
-            self._write_lock.release()
+        return await self._writer.run(partial(self._run_transaction, batch))
 
-    @staticmethod
-    async def _run_transaction(conn: aiosqlite.Connection, batch: list[Write]) -> list[Any]:
-        if len(batch) == 1 and len(batch[0].params) == 1:
-            # One statement is its own transaction: one trip to the writer thread instead of
-            # three. Our processes already take turns through the write lock, so it cannot
-            # meet another's uncommitted write.
-            write = batch[0]
-            if write.returning:
-                return [await conn.execute_fetchall(write.sql, write.params[0])]
-            await conn.execute(write.sql, write.params[0])
-            return [None]
-        await conn.execute("BEGIN IMMEDIATE")
+    def _run_transaction(self, batch: list[Write], conn: sqlite3.Connection) -> list[Any]:
+        """One batch as one transaction (on the writer's thread), our processes taking
+        turns through the file lock."""
+        lock = self._writer.lock
+        assert lock is not None
+        lock.acquire()
         try:
-            results: list[Any] = []
-            for write in batch:
-                if write.returning:
-                    results.append(await conn.execute_fetchall(write.sql, write.params[0]))
-                elif len(write.params) == 1:
-                    await conn.execute(write.sql, write.params[0])
-                    results.append(None)
-                else:
-                    await conn.executemany(write.sql, write.params)
-                    results.append(None)
-            await conn.execute("COMMIT")
-            return results
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.execute("ROLLBACK")
-            raise
+            if len(batch) == 1 and len(batch[0].params) == 1:
+                # One statement is its own transaction. Our processes already take turns
+                # through the write lock, so it cannot meet another's uncommitted write.
+                write = batch[0]
+                cursor = conn.execute(write.sql, write.params[0])
+                return [cursor.fetchall() if write.returning else None]
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                results: list[Any] = []
+                for write in batch:
+                    if write.returning:
+                        results.append(conn.execute(write.sql, write.params[0]).fetchall())
+                    elif len(write.params) == 1:
+                        conn.execute(write.sql, write.params[0])
+                        results.append(None)
+                    else:
+                        conn.executemany(write.sql, write.params)
+                        results.append(None)
+                conn.execute("COMMIT")
+                return results
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            lock.release()
 
     async def _read(self, sql: str, params: Sequence[Any] = (), *, scan: bool = False) -> list[Any]:
         conn = self._scanner if scan else self._reader
