@@ -13,7 +13,9 @@ durable=True: fsync, full_page_writes and synchronous_commit on), a fresh databa
 
 The setups: `--workers N` (one uvicorn, N worker processes sharing its port) and
 `--instances N` (N separate uvicorns on N ports, on the same database, each driven by its own
-wrk with 1/N of the connections; requests are summed, latencies are the worst wrk's).
+wrk with 1/N of the connections; requests are summed, latencies are the worst wrk's). With
+more than one worker in the plan, the bare endpoint is also measured with `--workers 2`: what
+a second process can add at all on this machine, where wrk shares the cores.
 """
 
 from __future__ import annotations
@@ -243,11 +245,18 @@ def main() -> None:
     env = {"TASKS_SQLITE_SYNCHRONOUS": args.synchronous}
     rows: list[tuple[Setup, dict[str, float]]] = []
     base: dict[str, dict[str, float]] = {}
+    base_two: dict[str, float] | None = None
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         postgres = None
         if "postgres" in args.stores:
             postgres = stack.enter_context(PostgresServer(tmp / "postgres", durable=True))
+        if any(setup.workers > 1 for setup in plan):
+            # What a second worker can add on this machine at all, wrk sharing its cores.
+            with servers(1, 2, str(tmp / "ceiling.db"), env) as urls:
+                base_two = wrk(
+                    [f"{urls[0]}/bench/bare"], '{"name": "noop"}', args.seconds, args.connections
+                )
         for number, setup in enumerate(plan):
             db = Database(setup.store, tmp, postgres, f"bench{number}")
             try:
@@ -271,6 +280,11 @@ def main() -> None:
         f"| bare FastAPI POST endpoint | - | - | {bare['rate']:,.0f} | - | "
         f"{bare['p50_ms']:.1f} ms | {bare['p99_ms']:.1f} ms |"
     )
+    if base_two is not None:
+        print(
+            f"| bare FastAPI POST endpoint, 2 workers | - | - | {base_two['rate']:,.0f} | - | "
+            f"{base_two['p50_ms']:.1f} ms | {base_two['p99_ms']:.1f} ms |"
+        )
     print(
         f"| FastAPI BackgroundTasks | - | no | {background['rate']:,.0f} | "
         f"{background['end_to_end_rate']:,.0f} | {background['p50_ms']:.1f} ms | "
@@ -284,6 +298,11 @@ def main() -> None:
         )
     print("\nRatios (targets: POST/s >= 0.8x bare; end to end >= 1x BackgroundTasks;")
     print("2 workers >= 1.5x one)\n")
+    if base_two is not None:
+        print(
+            f"- this machine's ceiling: the bare endpoint with 2 workers vs 1: "
+            f"{base_two['rate'] / bare['rate']:.2f}x"
+        )
     ones: dict[str, float] = {}
     for store in args.stores:
         mine = [(setup, r) for setup, r in rows if setup.store == store]
