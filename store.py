@@ -1,9 +1,10 @@
-"""Every SQL statement of the service: one SQLite file through aiosqlite.
+"""Every SQL statement of the service: one SQLite file.
 
-Writes go through one writer connection and are group-committed: whatever was asked for while
-the previous transaction committed goes into the next one, so a thousand tasks cost a few
-transactions, not a thousand. A caller's write is acknowledged only once its transaction is
-committed. Reads use their own connection and never wait for the writer (WAL).
+Writes go through one writer connection (sqlite_writer: a whole transaction per trip to its
+thread) and are group-committed: whatever was asked for while the previous transaction
+committed goes into the next one, so a thousand tasks cost a few transactions, not a
+thousand. A caller's write is acknowledged only once its transaction is committed. Reads use
+aiosqlite connections of their own and never wait for the writer (WAL).
 """
 
 from __future__ import annotations

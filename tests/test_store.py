@@ -9,6 +9,7 @@ import dataclasses
 import random
 import sqlite3
 import string
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import store as store_module
 from models import IdempotencyConflict, NewTask, StoreUnavailable, Task, TaskStatus
 from pg_store import PostgresStore
+from sqlite_writer import ProcessWriteLock
 from store import Outcome, SqliteStore, Store, StoreOpenError, WorkerInfo, is_postgres_url
 
 pytestmark = pytest.mark.anyio
@@ -626,6 +628,41 @@ async def test_changed_on_sqlite_sees_its_own_writes_too(db_path: Path) -> None:
         await store.create(new())
         assert await store.changed()
         assert not await store.changed()
+
+
+async def test_on_sqlite_a_busy_event_loop_never_keeps_another_process_from_writing(
+    db_path: Path,
+) -> None:
+    """The lock that orders the processes' writes is held only while the writer's thread runs
+    a transaction, never while this process's event loop is busy with something else."""
+    other_wrote = threading.Event()
+    other_wrote_at: list[float] = []
+
+    def another_process_writes() -> None:
+        lock = ProcessWriteLock(str(db_path))  # its own descriptor: flock tells them apart
+        with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as conn:
+            lock.acquire()
+            try:
+                conn.execute("INSERT INTO schedules (id) VALUES ('other')")
+                conn.commit()
+            finally:
+                lock.release()
+                lock.close()
+        other_wrote_at.append(time.monotonic())
+        other_wrote.set()
+
+    async with opened(db_path) as store:
+        await store.create(new())
+        writes = [asyncio.ensure_future(store.create(new())) for _ in range(200)]
+        for _ in range(5):
+            await asyncio.sleep(0)  # the committer has taken the batch and begun it
+        threading.Thread(target=another_process_writes, daemon=True).start()
+        time.sleep(1.5)  # the event loop is busy, on purpose
+        loop_free_at = time.monotonic()
+        await asyncio.gather(*writes)
+        assert await asyncio.to_thread(other_wrote.wait, 30)
+        assert other_wrote_at[0] < loop_free_at
+        assert len(await store.list(statuses=[], name=None, before_id=None, limit=500)) == 201
 
 
 # -- workers ---------------------------------------------------------------------------------
