@@ -10,6 +10,7 @@ aiosqlite connections of their own and never wait for the writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import json
@@ -609,7 +610,7 @@ class SqliteStore(GroupCommittedStore):
                 conn.execute("COMMIT")
                 return results
             except BaseException:
-                if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # the first error is the one to tell
                     conn.execute("ROLLBACK")
                 raise
         finally:
