@@ -67,6 +67,10 @@ class SqliteWriter:
 
     async def open(self) -> None:
         self._conn = await self._on_thread(self._connect)
+
+    def take_turns(self) -> None:
+        """From now on, transactions take turns with other processes through the lock file
+        (made only once the database is known to be ours: a refused file gets no neighbour)."""
         self.lock = ProcessWriteLock(self.path)
 
     def _connect(self) -> sqlite3.Connection:

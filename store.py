@@ -521,6 +521,7 @@ class SqliteStore(GroupCommittedStore):
         except BaseException:
             await self._close_connections()
             raise
+        self._writer.take_turns()
         self._committer.start()
 
     async def close(self) -> None:
