@@ -5,10 +5,12 @@
 POST /bench/bare        a bare FastAPI POST endpoint: parses the JSON body, answers 200
 POST /bench/background  FastAPI's BackgroundTasks: runs the same no-op after the answer,
                         keeping nothing
+GET  /bench/background  how many of those have run, and when (wall clock) the last started
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import BackgroundTasks, FastAPI
@@ -17,6 +19,7 @@ from main import create_app
 
 app: FastAPI = create_app()
 background_runs = 0
+background_started = 0.0
 
 
 @app.post("/bench/bare")
@@ -25,7 +28,8 @@ async def bare(body: dict[str, Any]) -> dict[str, bool]:
 
 
 async def noop() -> None:
-    global background_runs
+    global background_runs, background_started
+    background_started = time.time()
     background_runs += 1
 
 
@@ -36,5 +40,5 @@ async def background(body: dict[str, Any], tasks: BackgroundTasks) -> dict[str, 
 
 
 @app.get("/bench/background")
-async def background_count() -> dict[str, int]:
-    return {"runs": background_runs}
+async def background_count() -> dict[str, float]:
+    return {"runs": background_runs, "last_started": background_started}

@@ -29,6 +29,12 @@ async def stamp(ctx: Context) -> None:
 
 
 @task
+async def clock(ctx: Context) -> float:
+    """Returns the wall-clock time of its first line: pickup seen from another process."""
+    return time.time()
+
+
+@task
 async def wait_forever(ctx: Context) -> None:
     """Runs until cancelled, for cancel latency."""
     await asyncio.Event().wait()

@@ -15,7 +15,9 @@ The setups: `--workers N` (one uvicorn, N worker processes sharing its port) and
 `--instances N` (N separate uvicorns on N ports, on the same database, each driven by its own
 wrk with 1/N of the connections; requests are summed, latencies are the worst wrk's). With
 more than one worker in the plan, the bare endpoint is also measured with `--workers 2`: what
-a second process can add at all on this machine, where wrk shares the cores.
+a second process can add at all on this machine, where wrk shares the cores. Last, pickup
+over HTTP on the idle first server: POST /tasks of a task returning its start time, and
+BackgroundTasks, one request at a time.
 """
 
 from __future__ import annotations
@@ -199,6 +201,35 @@ def baselines(url: str, seconds: float, connections: int) -> dict[str, dict[str,
     return {"bare": bare, "background": background}
 
 
+def pickups(url: str, samples: int) -> dict[str, list[float]]:
+    """Pickup over HTTP on an idle service, in ms: from just before the POST to the first
+    line of the task (its wall-clock start, read back afterwards), one request at a time;
+    for POST /tasks and for BackgroundTasks."""
+    measured: dict[str, list[float]] = {"tasks": [], "background": []}
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for _ in range(samples):
+            began = time.time()
+            task_id = client.post("/tasks", json={"name": "clock"}).json()["id"]
+            while (task := client.get(f"/tasks/{task_id}").json())["status"] != "completed":
+                time.sleep(0.001)
+            measured["tasks"].append((task["result"] - began) * 1000)
+            time.sleep(0.005)  # idle again
+        for _ in range(samples):
+            before = client.get("/bench/background").json()["runs"]
+            began = time.time()
+            client.post("/bench/background", json={"name": "noop"})
+            while (runs := client.get("/bench/background").json())["runs"] == before:
+                time.sleep(0.001)
+            measured["background"].append((runs["last_started"] - began) * 1000)
+            time.sleep(0.005)
+    return measured
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * pct))]
+
+
 def wrk_latency(output: str, percentile: str) -> float:
     """A latency percentile from `wrk --latency`, in milliseconds."""
     for line in output.splitlines():
@@ -233,6 +264,7 @@ def main() -> None:
         "--instances", type=int, nargs="*", default=[2], help="separate uvicorns, 1 worker each"
     )
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--samples", type=int, default=200, help="pickups over HTTP, each")
     parser.add_argument("--task", default="noop", choices=["noop", "noop_sync"])
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     args = parser.parse_args()
@@ -246,6 +278,8 @@ def main() -> None:
     rows: list[tuple[Setup, dict[str, float]]] = []
     base: dict[str, dict[str, float]] = {}
     base_two: dict[str, float] | None = None
+    pickup: dict[str, list[float]] = {}
+    pickup_store = ""
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         postgres = None
@@ -263,6 +297,8 @@ def main() -> None:
                 with servers(setup.instances, setup.workers, db.url, env) as urls:
                     if not base:
                         base = baselines(urls[0], args.seconds, args.connections)
+                        pickup = pickups(urls[0], args.samples)
+                        pickup_store = STORE_NAMES[setup.store]
                     result = drive(urls, db, args.seconds, args.connections, args.task)
             finally:
                 db.close()
@@ -321,6 +357,23 @@ def main() -> None:
                 print(f"- {name}: {setup.label} vs 1: {r['end_to_end_rate'] / ones[store]:.2f}x")
     if len(ones) == 2:
         print(f"- PostgreSQL vs SQLite, 1 worker: {ones['postgres'] / ones['sqlite']:.2f}x")
+
+    print(
+        f"\nPickup over HTTP on an idle service ({pickup_store}, 1 worker): from before the "
+        f"POST to the task's first line, {args.samples} requests one at a time, ms\n"
+    )
+    print("| what | durable | p50 | p90 | p99 |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for what, durable, values in (
+        ("FastAPI BackgroundTasks", "no", pickup["background"]),
+        ("POST /tasks", "yes", pickup["tasks"]),
+    ):
+        print(
+            f"| {what} | {durable} | {percentile(values, 0.5):.2f} | "
+            f"{percentile(values, 0.9):.2f} | {percentile(values, 0.99):.2f} |"
+        )
+    ratio = percentile(pickup["tasks"], 0.5) / percentile(pickup["background"], 0.5)
+    print(f"\n- POST /tasks pickup p50 vs BackgroundTasks: {ratio:.2f}x (target: <= 1x)")
 
 
 if __name__ == "__main__":
