@@ -37,6 +37,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bench_tasks
+from bench.stats import percentile
 from config import Settings
 from main import create_app
 from models import TaskStatus
@@ -250,11 +251,6 @@ async def latencies(synchronous: str, samples: int) -> tuple[list[float], list[f
 
 def median_of(runs: int, measure) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(measure() for _ in range(runs))
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct))]
 
 
 def main() -> None:

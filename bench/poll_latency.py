@@ -38,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import liveness
+from bench.stats import percentile
 from models import new_task_id
 from store import _COLUMNS, SqliteStore
 
@@ -256,11 +257,6 @@ def measure(
     if not items:
         raise SystemExit(f"GET {paths[0]} returned no tasks: the benchmark measures nothing")
     return timings, items
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct))]
 
 
 def run(

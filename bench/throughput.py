@@ -44,6 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.stats import percentile
 from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,11 +224,6 @@ def pickups(url: str, samples: int) -> dict[str, list[float]]:
             measured["background"].append((runs["last_started"] - began) * 1000)
             time.sleep(0.005)
     return measured
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct))]
 
 
 def wrk_latency(output: str, percentile: str) -> float:
