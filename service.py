@@ -44,7 +44,13 @@ class TaskService:
     async def enqueue(self, task_type: str | TaskDefinition, /, **params: Any) -> Task:
         """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
         name = task_type if isinstance(task_type, str) else task_type.name
-        return (await self.submit(name, params)).task
+        definition = self.registry.get(name)
+        if definition.file_params:
+            return (await self.submit(name, params)).task
+        # The common case awaits the runner directly: a burst of enqueues keeps one
+        # coroutine fewer each alive while they wait for their commit.
+        task, _ = await self.runner.submit(self._new_task(definition, params))
+        return task
 
     async def submit(
         self,
@@ -62,9 +68,39 @@ class TaskService:
     ) -> Submitted:
         """Validate and store a task; UnknownTaskType or InvalidParams before anything is stored."""
         definition = self.registry.get(name)
-        validated = definition.validate(params or {})
+        new = self._new_task(
+            definition,
+            params,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            schedule_id=schedule_id,
+        )
         if definition.file_params:
-            await self._check_files(definition, validated)
+            await self._check_files(definition, new.params)
+        task, created = await self.runner.submit(new)
+        return Submitted(task, created)
+
+    def _new_task(
+        self,
+        definition: TaskDefinition,
+        params: dict[str, Any] | None,
+        *,
+        priority: int = 0,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        schedule_id: str | None = None,
+    ) -> NewTask:
+        """The task to store, its params and options validated (InvalidParams, InvalidRequest)."""
+        validated = definition.validate(params or {})
         if delay is not None and run_at is not None:
             raise InvalidRequest("give delay or run_at, not both")
         if delay is not None and delay < 0:
@@ -76,7 +112,7 @@ class TaskService:
             start_at = time.time() + delay
         elif run_at is not None:
             start_at = run_at.timestamp()
-        new = NewTask(
+        return NewTask(
             name=definition.name,
             params=validated,
             priority=priority,
@@ -87,8 +123,6 @@ class TaskService:
             unique_key=None if idempotency_key is None else f"key:{idempotency_key}",
             request_hash=request_hash,
         )
-        task, created = await self.runner.submit(new)
-        return Submitted(task, created)
 
     async def _check_files(self, definition: TaskDefinition, params: dict[str, Any]) -> None:
         errors = [
