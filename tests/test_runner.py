@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config import Settings
+from main import create_app
 from models import StoreUnavailable
 from runner import retry_delay
 from tests import sample_tasks
@@ -341,3 +345,18 @@ async def test_a_claim_that_committed_but_reported_failure_is_given_back_and_run
     assert failures == [[task["id"]]]  # the answer of its first claim was lost
     assert done["status"] == "completed"
     assert done["attempts"] == 1  # given back unstarted: the lost claim is not counted
+
+
+async def test_an_app_stopped_in_a_process_that_goes_on_is_freed(settings: Settings) -> None:
+    """While the service runs, what existed at startup is left out of the garbage
+    collector's passes; once it stops, an app dropped by a process that goes on (a test
+    suite, an embedder) is freed like any other object, not kept for the process's life."""
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        await application.state.service.enqueue("echo", text="hello")
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    stopped = weakref.ref(application)
+    del application
+    gc.collect()
+    assert stopped() is None
