@@ -75,16 +75,24 @@ def start_server(
     command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
+    # Ready once every worker has answered: wrk's connections stay open, so any that reached
+    # the socket while one worker was still starting would all go to the other for the whole
+    # row. Each health check is a new connection, taken by whichever worker accepts first.
+    answered: set[str] = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                time.sleep(1.0 if workers > 1 else 0.2)  # let every worker finish starting
-                return process, url
+            response = httpx.get(f"{url}/health", timeout=1)
+            if response.status_code == 200:
+                answered.add(response.json()["worker"])
+                if len(answered) == workers:
+                    time.sleep(0.2)
+                    return process, url
         except httpx.HTTPError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     process.kill()
-    raise SystemExit("the server did not start")
+    raise SystemExit(f"{workers - len(answered)} of {workers} workers did not start")
 
 
 @contextmanager
