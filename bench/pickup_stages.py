@@ -15,8 +15,6 @@ BackgroundTasks in the same server as the baseline: p50 ms from just before the 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +27,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stats import percentile
+from bench.throughput import background_pickups, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
+APP = "bench.pickup_stages:app"
 STAGES = {
     "app": "the request reaches the app",
     "insert": "validated; the runner inserts the task",
@@ -103,32 +102,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def serve(db: str, synchronous: str) -> tuple[subprocess.Popen[bytes], str]:
-    from bench.throughput import free_port
-
-    port = free_port()
-    env = {
-        **os.environ,
-        "TASKS_DB": db,
-        "TASKS_MODULES": "bench.bench_tasks",
-        "TASKS_LOG_LEVEL": "WARNING",
-        "TASKS_SQLITE_SYNCHRONOUS": synchronous,
-    }
-    command = [sys.executable, "-m", "uvicorn", "bench.pickup_stages:app", "--port", str(port)]
-    command += ["--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("the server did not start")
-
-
 def stages_of_posts(client: httpx.Client, samples: int) -> dict[str, list[float]]:
     """Each stage's time after just before the POST, ms, one request at a time."""
     seen: dict[str, list[float]] = {stage: [] for stage in STAGES}
@@ -149,20 +122,6 @@ def stages_of_posts(client: httpx.Client, samples: int) -> dict[str, list[float]
     return seen
 
 
-def background_pickups(client: httpx.Client, samples: int) -> list[float]:
-    """BackgroundTasks: from just before the POST to the no-op's first line, ms."""
-    taken = []
-    for _ in range(samples):
-        before = client.get("/bench/background").json()["runs"]
-        began = time.time()
-        client.post("/bench/background", json={"name": "noop"})
-        while (runs := client.get("/bench/background").json())["runs"] == before:
-            time.sleep(0.001)
-        taken.append((runs["last_started"] - began) * 1000)
-        time.sleep(0.005)
-    return taken
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=300)
@@ -171,7 +130,8 @@ def main() -> None:
     background: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for synchronous in ("FULL", "NORMAL"):
-            process, url = serve(f"{tmp}/{synchronous}.db", synchronous)
+            sqlite = {"TASKS_SQLITE_SYNCHRONOUS": synchronous}
+            process, url = start_server(1, f"{tmp}/{synchronous}.db", sqlite, APP)
             try:
                 with httpx.Client(base_url=url, timeout=10) as client:
                     columns[synchronous] = stages_of_posts(client, args.samples)

@@ -60,7 +60,7 @@ def free_port() -> int:
 
 
 def start_server(
-    workers: int, db: str, extra_env: dict[str, str]
+    workers: int, db: str, extra_env: dict[str, str], app: str = "bench.app:app"
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -71,7 +71,7 @@ def start_server(
         "TASKS_CONCURRENCY": "64",
         **extra_env,
     }
-    command = [sys.executable, "-m", "uvicorn", "bench.app:app", "--port", str(port)]
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
     command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     process = subprocess.Popen(command, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -214,7 +214,7 @@ def pickups(url: str, samples: int) -> dict[str, list[float]]:
     """Pickup over HTTP on an idle service, in ms: from just before the POST to the first
     line of the task (its wall-clock start, read back afterwards), one request at a time;
     for POST /tasks and for BackgroundTasks."""
-    measured: dict[str, list[float]] = {"tasks": [], "background": []}
+    measured: dict[str, list[float]] = {"tasks": []}
     with httpx.Client(base_url=url, timeout=10) as client:
         for _ in range(samples):
             began = time.time()
@@ -223,15 +223,22 @@ def pickups(url: str, samples: int) -> dict[str, list[float]]:
                 time.sleep(0.001)
             measured["tasks"].append((task["result"] - began) * 1000)
             time.sleep(0.005)  # idle again
-        for _ in range(samples):
-            before = client.get("/bench/background").json()["runs"]
-            began = time.time()
-            client.post("/bench/background", json={"name": "noop"})
-            while (runs := client.get("/bench/background").json())["runs"] == before:
-                time.sleep(0.001)
-            measured["background"].append((runs["last_started"] - began) * 1000)
-            time.sleep(0.005)
+        measured["background"] = background_pickups(client, samples)
     return measured
+
+
+def background_pickups(client: httpx.Client, samples: int) -> list[float]:
+    """BackgroundTasks: from just before the POST to the no-op's first line, ms."""
+    taken = []
+    for _ in range(samples):
+        before = client.get("/bench/background").json()["runs"]
+        began = time.time()
+        client.post("/bench/background", json={"name": "noop"})
+        while (runs := client.get("/bench/background").json())["runs"] == before:
+            time.sleep(0.001)
+        taken.append((runs["last_started"] - began) * 1000)
+        time.sleep(0.005)
+    return taken
 
 
 def wrk_latency(output: str, percentile: str) -> float:
