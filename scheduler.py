@@ -23,9 +23,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from models import NewTask, ScheduleNotFound, StoreUnavailable, Task, iso
-from runner import Runner
 from tasks import Cron, Every, Schedule, TaskRegistry, every
+from tasks_service.models import NewTask, ScheduleNotFound, StoreUnavailable, Task, iso
+from tasks_service.runtime.runner import Runner
 
 log = logging.getLogger("tasks.scheduler")
 
@@ -143,7 +143,7 @@ class Scheduler:
             unique_key=f"tick:{spec.id}:{tick.isoformat()}",
         )
         try:
-            task = await self.runner.submit_tick(new)
+            task = await self.runner.insert_tick(new)
         except StoreUnavailable as exc:
             log.warning("schedule %s could not fire for %s: %s", spec.id, tick, exc)
             return None
@@ -195,7 +195,7 @@ class Scheduler:
             timeout=definition.timeout,
             schedule_id=spec.id,
         )
-        task, _ = await self.runner.submit(new)
+        task, _ = await self.runner.insert(new)
         log.info("schedule %s run now: task %s", spec.id, task.id)
         return task
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import BackgroundTasks, FastAPI
 
-from main import create_app
+from tasks_service import create_app
 
 app: FastAPI = create_app()
 background_runs = 0

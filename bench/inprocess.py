@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import bench_tasks
 from bench.stats import percentile
-from config import Settings
-from main import create_app
-from models import TaskStatus
+from tasks_service import create_app
+from tasks_service.config import Settings
+from tasks_service.models import TaskStatus
 from tests.postgres import PostgresServer
 
 BASE = Settings(modules=("bench.bench_tasks",), concurrency=64, log_level="WARNING")

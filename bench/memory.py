@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import Settings
-from main import create_app
+from tasks_service import create_app
+from tasks_service.config import Settings
 
 FLAT_MB = 10.0  # "flat": RSS growth from the first wave to the last within this
 

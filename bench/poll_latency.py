@@ -8,7 +8,7 @@ schema (a SqliteStore opened once), loaded by plain sqlite3 in large transaction
 synchronous=OFF: several task types; mostly completed, some failed, cancelled, pending
 (scheduled a day ahead, so nothing claims them) and running (owned by a worker row naming
 this benchmark's own process, so the server sees a live owner and recovers nothing). Ids
-come from models.new_task_id, so they sort by creation time. The load leaves the triggers
+come from models.new_id, so they sort by creation time. The load leaves the triggers
 off and writes no change events; it puts them back afterwards.
 
 For each store, `uvicorn main:app` serves the file and one keep-alive httpx.Client sends
@@ -37,14 +37,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import liveness
 from bench.stats import percentile
-from models import new_task_id
-from store import _COLUMNS, SqliteStore
+from tasks_service.engines.sqlite import SqliteStore
+from tasks_service.models import new_id
+from tasks_service.runtime import liveness
+from tasks_service.sql import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 
-INSERT = f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS.split(',')))})"
+INSERT = f"INSERT INTO tasks ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
 CHUNK = 50_000  # rows per transaction
 SAMPLED_IDS = 5_000  # existing ids that GET /tasks/{id} picks from
 # Task types: (name, share of tasks, params as ~100 bytes of JSON, result as ~50 bytes).
@@ -134,7 +135,7 @@ def build(path: Path, tasks: int, worker_id: str) -> Store:
     for start in range(0, tasks, CHUNK):
         rows = []
         for i in range(start, min(tasks, start + CHUNK)):
-            task_id, created = new_task_id()
+            task_id, created = new_id()
             name, _, params, result = type_choices[i]
             status = status_choices[i]
             n, r, d = rng.randrange(1, 10_000_000), rng.randrange(100, 100_000), i % 28 + 1

@@ -6,9 +6,8 @@ Run with: uvicorn examples.signup:app
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from api import AddTask
-from main import create_app
 from tasks.send_email import send_email
+from tasks_service import AddTask, create_app
 
 app: FastAPI = create_app()
 

@@ -4,7 +4,7 @@ Task modules import only this package (and helpers such as httpx); they know not
 HTTP, the store or the runner.
 """
 
-from tasks.context import Context, Host
+from tasks.context import Context, Services
 from tasks.registry import (
     BUILTIN_MODULES,
     Cron,
@@ -25,9 +25,9 @@ __all__ = [
     "Cron",
     "Every",
     "FileId",
-    "Host",
     "PermanentError",
     "Schedule",
+    "Services",
     "TaskDefinition",
     "TaskRegistry",
     "cron",

@@ -8,7 +8,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any, Protocol
 
-from config import Settings
+from tasks_service.config import Settings
 
 _MAX_MESSAGE = 1000
 
@@ -20,8 +20,8 @@ class ProgressSink(Protocol):
     def progress_committed(self) -> asyncio.Future[None] | None: ...
 
 
-class Host(Protocol):
-    """What the service lends to its built-in tasks, through `ctx.host`."""
+class Services(Protocol):
+    """What the service lends to its built-in tasks, through `ctx.services`."""
 
     settings: Settings
 
@@ -51,7 +51,7 @@ class Context:
     service is shutting down past its grace period); a `def` task should check it and stop.
     """
 
-    __slots__ = ("_cancel", "_loop", "_sink", "attempt", "host", "task_id")
+    __slots__ = ("_cancel", "_loop", "_sink", "attempt", "services", "task_id")
 
     def __init__(
         self,
@@ -59,11 +59,11 @@ class Context:
         attempt: int,
         sink: ProgressSink,
         loop: asyncio.AbstractEventLoop,
-        host: Host | None = None,
+        services: Services | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
-        self.host = host
+        self.services = services
         self._sink = sink
         self._loop = loop
         self._cancel = False  # a plain flag: one writer, and a bool is read atomically

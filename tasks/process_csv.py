@@ -60,9 +60,9 @@ def process_csv(ctx: Context, file_id: FileId) -> dict[str, Any]:
     fewer fields than the header leaves the rest empty, extra fields are ignored (and counted
     in `ragged_rows`). The file must be UTF-8 (a BOM is fine).
     """
-    if ctx.host is None:
+    if ctx.services is None:
         raise PermanentError("process_csv needs the service that runs it")
-    path = ctx.host.file_path(file_id)
+    path = ctx.services.file_path(file_id)
     try:
         size = path.stat().st_size
         raw = path.open("rb")

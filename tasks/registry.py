@@ -21,7 +21,7 @@ from pydantic import (
     create_model,
 )
 
-from models import InvalidParams, UnknownTaskType
+from tasks_service.models import InvalidParams, UnknownTaskType
 
 # The built-in task modules, loaded before TASKS_MODULES.
 BUILTIN_MODULES: tuple[str, ...] = (

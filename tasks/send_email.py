@@ -60,9 +60,9 @@ def send_email(
     after a lost reply is the same message to receivers that deduplicate.
     Result: `{"accepted": [...], "refused": {address: "code reply"}}`.
     """
-    if ctx.host is None:
+    if ctx.services is None:
         raise PermanentError("send_email needs the service's settings (TASKS_SMTP_URL)")
-    settings = ctx.host.settings
+    settings = ctx.services.settings
     if not settings.smtp_url:
         raise PermanentError("TASKS_SMTP_URL is not set: no SMTP server to send email through")
     if not settings.smtp_from:

@@ -21,10 +21,9 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from config import Settings
-from main import create_app
-from models import TaskStatus
-from service import TaskService
+from tasks_service import TaskService, create_app
+from tasks_service.config import Settings
+from tasks_service.models import TaskStatus
 from tests.mailbox import Mail, Mailbox, StartServer
 from tests.postgres import PostgresError, PostgresServer
 

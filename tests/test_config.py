@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import Settings, SettingsError
+from tasks_service.config import Settings, SettingsError
 
 
 def test_defaults_match_the_spec() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import store
+from tasks_service.engines import sqlite as sqlite_engine
 from tests.conftest import ROOT, SAMPLE_MODULES, App, AppFactory, free_port
 
 pytestmark = pytest.mark.anyio
@@ -119,7 +119,7 @@ def test_a_database_from_an_older_version_is_migrated_and_its_tasks_run(
 ) -> None:
     path = tmp_path / "tasks.db"
     db = sqlite3.connect(path, isolation_level=None)
-    for statement in store.MIGRATIONS[0]:  # the first released schema, version 1
+    for statement in sqlite_engine.MIGRATIONS[0]:  # the first released schema, version 1
         db.execute(statement)
     db.execute("PRAGMA user_version = 1")
     db.execute(
@@ -137,6 +137,6 @@ def test_a_database_from_an_older_version_is_migrated_and_its_tasks_run(
         time.sleep(0.05)
     assert task["status"] == "completed" and task["result"] == {"text": "old", "extra": None}
     check = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    assert check.execute("PRAGMA user_version").fetchone()[0] == len(store.MIGRATIONS)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_engine.MIGRATIONS)
     check.close()
     assert "migrated to schema version" in server.log_path.read_text()

@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from api import AddTask
-from config import Settings
-from main import create_app
+from tasks_service import AddTask, create_app
+from tasks_service.config import Settings
 from tests import sample_tasks
 from tests.conftest import BOTH_STORES, App, AppFactory
 

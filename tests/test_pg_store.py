@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-import pg_store
-from models import NewTask, StoreUnavailable, TaskStatus
-from pg_store import PostgresStore
+import tasks_service.engines.postgres as pg_store
 from store import StoreOpenError
+from tasks_service.engines.postgres import PostgresStore
+from tasks_service.models import NewTask, StoreUnavailable, TaskStatus
 from tests.conftest import AppFactory, eventually
 from tests.postgres import PostgresServer
 
@@ -181,9 +181,9 @@ async def test_the_service_starts_on_a_postgresql_url(make_app: AppFactory, pg_u
 @pytest.mark.parametrize(
     ("statement", "params"),
     [
-        (pg_store._FINISH, ("completed", "1", None, 1.0, 1.0, None, "id", "w1")),
-        (pg_store._PROGRESS, (50.0, "half", "id")),
-        (pg_store._RELEASE, (1.0, "id", "w1")),
+        (PostgresStore.sql.finish, ("completed", "1", None, 1.0, 1.0, None, "id", "w1")),
+        (PostgresStore.sql.progress, (50.0, "half", "id")),
+        (PostgresStore.sql.release, (1.0, "id", "w1")),
     ],
 )
 async def test_one_row_writes_find_their_row_by_primary_key(

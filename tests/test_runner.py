@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from config import Settings
-from main import create_app
-from models import StoreUnavailable
-from runner import retry_delay
+from tasks_service import create_app
+from tasks_service.config import Settings
+from tasks_service.models import StoreUnavailable
+from tasks_service.runtime.attempts import retry_delay
 from tests import sample_tasks
 from tests.conftest import BOTH_STORES, App, AppFactory, eventually
 

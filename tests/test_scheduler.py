@@ -13,10 +13,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from config import Settings
 from scheduler import build_trigger, latest_tick
-from store import is_postgres_url
 from tasks import cron, every
+from tasks_service.config import Settings
+from tasks_service.engines import is_postgres_url
 from tests.conftest import BOTH_STORES, SAMPLE_MODULES, App, AppFactory
 
 pytestmark = [pytest.mark.anyio, BOTH_STORES]

@@ -17,11 +17,21 @@ from typing import Any
 
 import pytest
 
-import store as store_module
-from models import IdempotencyConflict, NewTask, StoreUnavailable, Task, TaskStatus
-from pg_store import PostgresStore
-from sqlite_writer import ProcessWriteLock
-from store import Outcome, SqliteStore, Store, StoreOpenError, WorkerInfo, is_postgres_url
+from store import Store, StoreOpenError
+from tasks_service.engines import is_postgres_url
+from tasks_service.engines import sqlite as sqlite_engine
+from tasks_service.engines.postgres import PostgresStore
+from tasks_service.engines.sqlite import SqliteStore
+from tasks_service.engines.sqlite_writer import ProcessWriteLock
+from tasks_service.models import (
+    IdempotencyConflict,
+    NewTask,
+    Outcome,
+    StoreUnavailable,
+    Task,
+    TaskStatus,
+    WorkerInfo,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -93,8 +103,8 @@ async def all_tasks(store: Store) -> list[Task]:
 async def test_a_fresh_file_gets_the_latest_schema_version_in_wal_mode(db_path: Path) -> None:
     async with opened(db_path) as store:
         # Version 1 when the store shipped; every migration added since moves it one on.
-        assert len(store_module.MIGRATIONS) >= 1
-        assert pragma(db_path, "user_version") == len(store_module.MIGRATIONS)
+        assert len(sqlite_engine.MIGRATIONS) >= 1
+        assert pragma(db_path, "user_version") == len(sqlite_engine.MIGRATIONS)
         with contextlib.closing(sqlite3.connect(db_path)) as conn:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert {"tasks", "workers", "tasks_due", "tasks_unique_key"} <= tables
@@ -112,11 +122,11 @@ async def test_reopening_an_existing_file_keeps_its_rows(db_path: Path) -> None:
         assert again.priority == 3
         assert again.created_at == task.created_at
         assert len(await all_tasks(second)) == 1
-    assert pragma(db_path, "user_version") == len(store_module.MIGRATIONS)
+    assert pragma(db_path, "user_version") == len(sqlite_engine.MIGRATIONS)
 
 
 async def test_a_newer_schema_refuses_to_open_and_says_to_upgrade(db_path: Path) -> None:
-    newer = len(store_module.MIGRATIONS) + 1
+    newer = len(sqlite_engine.MIGRATIONS) + 1
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         conn.execute(f"PRAGMA user_version = {newer}")
         conn.commit()

@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field
 
-from models import InvalidParams, UnknownTaskType
 from tasks import Context, Cron, Every, TaskDefinition, TaskRegistry, cron, every, task
+from tasks_service.models import InvalidParams, UnknownTaskType
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""What the service lends to its built-in tasks (`ctx.host`): settings, files, housekeeping."""
+"""What the service lends to its built-in tasks (`ctx.services`): settings, files, housekeeping."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import contextlib
 import logging
 from pathlib import Path
 
-from config import Settings
-from models import is_task_id
 from store import Store
+from tasks_service.config import Settings
+from tasks_service.models import is_id
 
-log = logging.getLogger("tasks.host")
+log = logging.getLogger("tasks.services")
 
 
-class ServiceHost:
-    """Implements `tasks.Host` on top of the store and the data directory."""
+class LentServices:
+    """Implements `tasks.Services` on top of the store and the data directory."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -22,7 +22,7 @@ class ServiceHost:
 
     def file_path(self, file_id: str) -> Path:
         """Where an upload's bytes are; the id is checked, so it can never climb out."""
-        if not is_task_id(file_id):
+        if not is_id(file_id):
             raise ValueError(f"{file_id!r} is not a file id")
         return self.settings.data_dir / file_id
 

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from models import Task
-from store import Store, TaskEvent
+from store import Store
+from tasks_service.models import Task, TaskEvent
 
 log = logging.getLogger("tasks.events")
 

@@ -1,13 +1,14 @@
-"""The Python API of the service: enqueue, get, list, cancel, retry. HTTP routes call it."""
+"""The Python API of the service: enqueue, create, get, list, cancel, retry. Routes call it."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from models import (
+from store import Store
+from tasks import TaskDefinition, TaskRegistry
+from tasks_service.models import (
     TERMINAL_STATUSES,
     InvalidParams,
     InvalidRequest,
@@ -15,12 +16,11 @@ from models import (
     NewTask,
     Task,
     TaskNotFound,
+    TaskRequest,
     TaskStatus,
-    is_task_id,
+    is_id,
 )
-from runner import Runner
-from store import Store
-from tasks import TaskDefinition, TaskRegistry
+from tasks_service.runtime.runner import Runner
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
-class Submitted:
+class Created:
     task: Task
     created: bool  # False: an earlier request with the same Idempotency-Key made it
 
@@ -45,62 +45,28 @@ class TaskService:
         """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
         name = task_type if isinstance(task_type, str) else task_type.name
         definition = self.registry.get(name)
+        request = TaskRequest(name, params)
         if definition.file_params:
-            return (await self.submit(name, params)).task
+            return (await self.create(request)).task
         # The common case awaits the runner directly: a burst of enqueues keeps one
         # coroutine fewer each alive while they wait for their commit.
-        task, _ = await self.runner.submit(self._new_task(definition, params))
+        task, _ = await self.runner.insert(self._new_task(definition, request))
         return task
 
-    async def submit(
-        self,
-        name: str,
-        params: dict[str, Any] | None = None,
-        *,
-        priority: int = 0,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        timeout: float | None = None,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-        schedule_id: str | None = None,
-    ) -> Submitted:
-        """Validate and store a task; UnknownTaskType or InvalidParams before anything is stored."""
-        definition = self.registry.get(name)
-        new = self._new_task(
-            definition,
-            params,
-            priority=priority,
-            delay=delay,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            schedule_id=schedule_id,
-        )
+    async def create(self, request: TaskRequest) -> Created:
+        """Validate and store a task; UnknownTaskType, InvalidParams or InvalidRequest before
+        anything is stored."""
+        definition = self.registry.get(request.name)
+        new = self._new_task(definition, request)
         if definition.file_params:
             await self._check_files(definition, new.params)
-        task, created = await self.runner.submit(new)
-        return Submitted(task, created)
+        task, created = await self.runner.insert(new)
+        return Created(task, created)
 
-    def _new_task(
-        self,
-        definition: TaskDefinition,
-        params: dict[str, Any] | None,
-        *,
-        priority: int = 0,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        timeout: float | None = None,
-        idempotency_key: str | None = None,
-        request_hash: str | None = None,
-        schedule_id: str | None = None,
-    ) -> NewTask:
+    def _new_task(self, definition: TaskDefinition, request: TaskRequest) -> NewTask:
         """The task to store, its params and options validated (InvalidParams, InvalidRequest)."""
-        validated = definition.validate(params or {})
+        validated = definition.validate(request.params)
+        delay, run_at = request.delay, request.run_at
         if delay is not None and run_at is not None:
             raise InvalidRequest("give delay or run_at, not both")
         if delay is not None and delay < 0:
@@ -112,16 +78,16 @@ class TaskService:
             start_at = time.time() + delay
         elif run_at is not None:
             start_at = run_at.timestamp()
+        key = request.idempotency_key
         return NewTask(
             name=definition.name,
             params=validated,
-            priority=priority,
+            priority=request.priority,
             run_at=start_at,
-            max_attempts=max_attempts or definition.max_attempts,
-            timeout=timeout or definition.timeout,
-            schedule_id=schedule_id,
-            unique_key=None if idempotency_key is None else f"key:{idempotency_key}",
-            request_hash=request_hash,
+            max_attempts=request.max_attempts or definition.max_attempts,
+            timeout=request.timeout or definition.timeout,
+            unique_key=None if key is None else f"key:{key}",
+            request_hash=request.request_hash,
         )
 
     async def _check_files(self, definition: TaskDefinition, params: dict[str, Any]) -> None:
@@ -139,7 +105,7 @@ class TaskService:
             raise InvalidParams(definition.name, errors)
 
     async def get(self, task_id: str) -> Task:
-        task = await self.store.get(task_id) if is_task_id(task_id) else None
+        task = await self.store.get(task_id) if is_id(task_id) else None
         if task is None:
             raise TaskNotFound(task_id)
         return task
@@ -153,7 +119,7 @@ class TaskService:
         cursor: str | None = None,
     ) -> Page:
         """Newest first; `cursor` is a previous page's `next_cursor`."""
-        if cursor is not None and not is_task_id(cursor):
+        if cursor is not None and not is_id(cursor):
             raise InvalidRequest("cursor is not one this service gave out")
         wanted = sorted({s.value for s in statuses or ()})
         tasks = await self.store.list(statuses=wanted, name=name, before_id=cursor, limit=limit + 1)
@@ -163,7 +129,7 @@ class TaskService:
 
     async def cancel(self, task_id: str) -> tuple[Task, bool]:
         """Cancel a task: (task, True) if it is now cancelled, (task, False) if asked to stop."""
-        if not is_task_id(task_id):
+        if not is_id(task_id):
             raise TaskNotFound(task_id)
         for _ in range(3):  # a task may start between two looks: look again
             task = await self.store.cancel_pending(task_id)
@@ -185,14 +151,14 @@ class TaskService:
         old = await self.get(task_id)
         if old.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
             raise InvalidTransition(old, "retry")
-        submitted = await self.submit(
+        request = TaskRequest(
             old.name,
             old.params,
             priority=old.priority,
             max_attempts=old.max_attempts,
             timeout=old.timeout,
         )
-        return submitted.task
+        return (await self.create(request)).task
 
     def task_types(self) -> list[dict[str, Any]]:
         return [definition.describe() for definition in self.registry]

@@ -1,7 +1,7 @@
-"""Every SQL statement of the service for PostgreSQL, through asyncpg: many hosts, one database.
+"""The PostgreSQL engine, through asyncpg: many hosts, one database.
 
-The same verbs as the SQLite store (see `store.Store`), so nothing above knows which it has.
-What differs is how the hosts meet:
+The verbs are `store.Store`'s, so nothing above knows which engine it has. What is
+PostgreSQL's own is how the hosts meet:
 
 - claims take rows `FOR UPDATE SKIP LOCKED`, so runners on many hosts never wait on each
   other nor take the same task;
@@ -11,7 +11,8 @@ What differs is how the hosts meet:
 - schema migrations run under an advisory lock, so hosts starting together migrate once;
 - a schedule's tick is inserted under a per-schedule advisory lock and keyed by its fire
   time, so it fires once across all hosts;
-- lease times come from the database's clock, so hosts' clocks need not agree;
+- change events are ordered by (transaction, sequence) and read only from settled
+  transactions, so a reader never moves past a change that has yet to commit;
 - losing the connection turns into StoreUnavailable (503) while it lasts; the pool
   reconnects by itself when the database is back.
 
@@ -30,24 +31,16 @@ from typing import Any
 
 import asyncpg
 
-from group_commit import GroupCommitter, Write
-from models import (
-    MAX_INTERRUPTIONS,
-    TERMINAL_STATUSES,
-    NewTask,
-    StoreUnavailable,
-    Task,
-)
-from store import (
-    INTERRUPTED_ERROR,
-    FileRecord,
-    GroupCommittedStore,
-    StoreOpenError,
-    TaskEvent,
-    WorkerInfo,
+from store import Store, StoreOpenError
+from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
+from tasks_service.models import StoreUnavailable, TaskEvent
+from tasks_service.sql import (
+    COLUMNS,
+    EVENT_COLUMNS,
+    EVENT_FIELDS,
+    Dialect,
+    Statements,
     event_from_row,
-    new_task_row,
-    task_from_row,
 )
 
 log = logging.getLogger("tasks.store")
@@ -59,11 +52,6 @@ _OPEN_RETRY_FOR = 30.0  # hosts may start before the database does
 _POOL_SIZE = 10
 # An event's position: its transaction id and sequence number in one ordered integer.
 _POSITION_SHIFT = 40
-
-_EVENT_FIELDS = (
-    "task_id, status, progress, message, result, error, attempts, run_at, started_at, "
-    "finished_at, cancel_requested"
-)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -145,7 +133,7 @@ MIGRATIONS: list[list[str]] = [
         )""",
         f"""CREATE FUNCTION tasks_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            INSERT INTO task_events ({_EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
+            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
                 NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
                 NEW.started_at, NEW.finished_at, NEW.cancel_requested);
             -- Wake the other hosts when there is work, or a running task is to stop. The
@@ -158,7 +146,7 @@ MIGRATIONS: list[list[str]] = [
         END $$""",
         "CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks "
         "FOR EACH ROW EXECUTE FUNCTION tasks_record_change()",
-        f"CREATE TRIGGER tasks_changed AFTER UPDATE OF {_EVENT_FIELDS[9:]} ON tasks "
+        f"CREATE TRIGGER tasks_changed AFTER UPDATE OF {EVENT_COLUMNS} ON tasks "
         "FOR EACH ROW EXECUTE FUNCTION tasks_record_change()",
         # Counters every host adds to: they survive restarts and purges, unlike tasks.
         """CREATE TABLE metric_counts (
@@ -171,75 +159,21 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
-# The guards of a one-row write by id, written so that no index can serve them: with
-# `status = 'running'` the planner, misled by a young table's statistics, walks a partial index
-# on status (every dead row version of every running task) instead of the primary key, and a
-# final write slowed from ~50 us to ~2 ms as the table grew (bench/throughput.py, 40 s runs).
-# Neither side is ever NULL, so the meaning is plain equality.
-_STILL = "status IS NOT DISTINCT FROM"
-_OWNED_BY = "owner IS NOT DISTINCT FROM"
-
-_COLUMNS = (
-    "id, name, params, status, progress, message, result, error, attempts, max_attempts, "
-    "priority, created_at, run_at, started_at, finished_at, cancel_requested, schedule_id, "
-    "timeout, owner, interruptions, released"
+DIALECT = Dialect(
+    numbered_params=True, now="extract(epoch FROM clock_timestamp())::float8", pins_indexes=False
 )
-_INSERT = (
-    "INSERT INTO tasks (id, name, params, status, attempts, max_attempts, priority, created_at, "
-    "run_at, started_at, schedule_id, timeout, owner, unique_key, request_hash) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+STATEMENTS = Statements(
+    DIALECT,
+    # SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
+    claim=(
+        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, started_at = ? "
+        "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= ? "
+        f"ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
+    ),
+    # Two hosts firing different ticks of one schedule at once must not both find no active
+    # run: the second waits for the first's commit.
+    lock_schedule="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
 )
-_ON_KEY_TAKEN = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
-_INSERT_UNIQUE = _INSERT + _ON_KEY_TAKEN
-# A schedule's tick: once per tick, never while an earlier run is active or it is paused.
-_INSERT_TICK = (
-    _INSERT.split(" VALUES ")[0]
-    + " SELECT $1::text, $2::text, $3::text, $4::text, $5::int, $6::int, $7::int, $8::float8, "
-    "$9::float8, $10::float8, $11::text, $12::float8, $13::text, $14::text, $15::text "
-    "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE schedule_id = $11 "
-    "AND status IN ('pending', 'running') AND schedule_id IS NOT NULL) "
-    "AND NOT EXISTS (SELECT 1 FROM schedules WHERE id = $11 AND paused)" + _ON_KEY_TAKEN
-)
-_RECORD_TICK = (
-    "INSERT INTO schedules (id, last_fire_at) VALUES ($1, $2) ON CONFLICT (id) "
-    "DO UPDATE SET last_fire_at = "
-    "greatest(coalesce(schedules.last_fire_at, 0), excluded.last_fire_at)"
-)
-_CLAIM = (
-    "UPDATE tasks SET status = 'running', owner = $1, attempts = attempts + 1, started_at = $2 "
-    "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= $3 "
-    "ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) "
-    f"RETURNING {_COLUMNS}"
-)
-# A cancel stored before this write wins over how the attempt ended (see store._FINISH).
-_FINISH = (
-    "UPDATE tasks SET "
-    "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE $1::text END, "
-    "result = CASE WHEN cancel_requested THEN NULL ELSE $2::text END, "
-    "error = CASE WHEN cancel_requested THEN NULL ELSE $3::text END, "
-    "finished_at = CASE WHEN cancel_requested THEN $4::float8 ELSE $5::float8 END, "
-    "run_at = CASE WHEN cancel_requested THEN run_at ELSE coalesce($6::float8, run_at) END "
-    f"WHERE id = $7 AND {_OWNED_BY} $8 AND {_STILL} 'running'"
-)
-_PROGRESS = f"UPDATE tasks SET progress = $1, message = $2 WHERE id = $3 AND {_STILL} 'running'"
-_RELEASE = (
-    "UPDATE tasks SET released = released + 1, "
-    "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END, "
-    "finished_at = CASE WHEN cancel_requested THEN $1::float8 END "
-    f"WHERE id = $2 AND {_OWNED_BY} $3 AND {_STILL} 'running'"
-)
-_RECOVER = (
-    "UPDATE tasks SET interruptions = interruptions + 1, "
-    "status = CASE WHEN cancel_requested THEN 'cancelled' "
-    f"  WHEN interruptions + 1 >= {MAX_INTERRUPTIONS} THEN 'failed' ELSE 'pending' END, "
-    "error = CASE WHEN cancel_requested THEN error "
-    f"  WHEN interruptions + 1 >= {MAX_INTERRUPTIONS} THEN $1::text ELSE error END, "
-    "finished_at = CASE WHEN cancel_requested "
-    f"  OR interruptions + 1 >= {MAX_INTERRUPTIONS} THEN $2::float8 END, "
-    "run_at = $2::float8 "
-    f"WHERE owner = $3 AND status = 'running' RETURNING {_COLUMNS}"
-)
-_NOW = "extract(epoch FROM clock_timestamp())::float8"
 # Events only from transactions older than any still running: those can never be joined
 # by an earlier one.
 _SETTLED = "tx < pg_snapshot_xmin(pg_current_snapshot())"
@@ -288,14 +222,10 @@ def _split_position(position: int) -> tuple[str, int]:
     return str(position >> _POSITION_SHIFT), position & ((1 << _POSITION_SHIFT) - 1)
 
 
-class PostgresStore(GroupCommittedStore):
+class PostgresStore(GroupCommitted, Store):
     """The PostgreSQL store: a connection pool, a group committer, and one listener."""
 
-    _INSERT = _INSERT
-    _INSERT_UNIQUE = _INSERT_UNIQUE
-    _BY_UNIQUE_KEY = f"SELECT {_COLUMNS}, request_hash FROM tasks WHERE unique_key = $1"
-    _CLAIM = _CLAIM
-    _FINISH = _FINISH
+    sql = STATEMENTS
 
     def __init__(
         self, url: str, *, pool_size: int = _POOL_SIZE, open_timeout: float = _OPEN_RETRY_FOR
@@ -314,7 +244,7 @@ class PostgresStore(GroupCommittedStore):
             self._run_batch,
             errors=_DATABASE_ERRORS,
             diagnose=_diagnose,
-            progress_sql=_PROGRESS,
+            progress_sql=self.sql.progress,
             name="pg-store-group-commit",
         )
 
@@ -412,9 +342,6 @@ class PostgresStore(GroupCommittedStore):
     def _listener_lost(self, conn: Any) -> None:
         self._notified.set()  # notifications may have been missed: look
 
-    async def ping(self) -> None:
-        await self._read("SELECT 1")
-
     # -- the group committer ---------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -435,13 +362,15 @@ class PostgresStore(GroupCommittedStore):
 
     async def _run_batch(self, batch: list[Write]) -> list[Any]:
         async with self._connection() as conn:
-            if len(batch) == 1 and len(batch[0].params) == 1:
+            if len(batch) == 1 and batch[0].alone:
                 return [await self._run_write(conn, batch[0])]
             async with conn.transaction():
                 return [await self._run_write(conn, write) for write in batch]
 
     @staticmethod
     async def _run_write(conn: asyncpg.Connection, write: Write) -> Any:
+        if write.steps is not None:
+            return [await conn.fetch(sql, *params) for sql, params in write.steps]
         if write.returning:
             return await conn.fetch(write.sql, *write.params[0])
         if len(write.params) == 1:
@@ -450,135 +379,12 @@ class PostgresStore(GroupCommittedStore):
             await conn.executemany(write.sql, write.params)
         return None
 
-    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def _read(self, sql: str, params: Sequence[Any] = (), *, scan: bool = False) -> list[Any]:
         try:
             async with self._connection() as conn:
                 return list(await conn.fetch(sql, *params))
         except _DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc
-
-    async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Statements in one transaction of their own, outside the group commit."""
-        try:
-            async with self._connection() as conn, conn.transaction():
-                return [await conn.fetch(sql, *params) for sql, params in statements]
-        except _DATABASE_ERRORS as exc:
-            raise _unavailable(exc) from exc
-
-    # -- tasks -----------------------------------------------------------------------------
-
-    async def create_tick(
-        self, new: NewTask, *, claim_for: str | None = None
-    ) -> tuple[Task | None, bool]:
-        """Insert a schedule's run for the tick in `new.unique_key`, unless another host
-        already did, an earlier run of the schedule is still pending or running, or the
-        schedule is paused. Returns (task, True) or (None, False).
-
-        Under the schedule's advisory lock: two hosts firing different ticks at once must
-        not both find no active run.
-        """
-        assert new.schedule_id is not None and new.unique_key is not None
-        task, params = new_task_row(new, claim_for)
-        _, inserted, _ = await self._transaction(
-            [
-                ("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", (new.schedule_id,)),
-                (_INSERT_TICK, params),
-                (_RECORD_TICK, (new.schedule_id, task.run_at)),
-            ]
-        )
-        return (task, True) if inserted else (None, False)
-
-    async def schedule_states(self) -> dict[str, tuple[bool, float | None]]:
-        """Each known schedule's (paused, last tick handled)."""
-        rows = await self._read("SELECT id, paused, last_fire_at FROM schedules")
-        return {row[0]: (bool(row[1]), row[2]) for row in rows}
-
-    async def set_paused(self, schedule_id: str, paused: bool) -> None:
-        await self._write(
-            "INSERT INTO schedules (id, paused) VALUES ($1, $2) "
-            "ON CONFLICT (id) DO UPDATE SET paused = excluded.paused",
-            (schedule_id, paused),
-        )
-
-    async def get(self, task_id: str) -> Task | None:
-        rows = await self._read(f"SELECT {_COLUMNS} FROM tasks WHERE id = $1", (task_id,))
-        return task_from_row(rows[0]) if rows else None
-
-    async def _list_one(
-        self, status: str | None, name: str | None, before_id: str | None, limit: int
-    ) -> list[Task]:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("status =", status),
-            ("name =", name),
-            ("id <", before_id),
-        ):
-            if value is not None:
-                params.append(value)
-                where.append(f"{column} ${len(params)}")
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await self._read(
-            f"SELECT {_COLUMNS} FROM tasks {clause} ORDER BY id DESC LIMIT ${len(params) + 1}",
-            (*params, limit),
-        )
-        return [task_from_row(row) for row in rows]
-
-    async def release(self, task: Task) -> None:
-        await self._write(_RELEASE, (time.time(), task.id, task.owner))
-
-    async def unclaim(self, tasks: Sequence[Task]) -> None:
-        """Give back tasks claimed but never started (the service began to stop meanwhile)."""
-        await self._committer.submit_many(
-            "UPDATE tasks SET status = 'pending', attempts = attempts - 1, "
-            "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END "
-            f"WHERE id = $1 AND {_OWNED_BY} $2 AND {_STILL} 'running'",
-            [(task.id, task.owner) for task in tasks],
-        )
-
-    async def cancel_pending(self, task_id: str) -> Task | None:
-        """Cancel a task that has not started; None if it is not pending."""
-        rows = await self._write_returning(
-            "UPDATE tasks SET status = 'cancelled', cancel_requested = true, finished_at = $1 "
-            f"WHERE id = $2 AND {_STILL} 'pending' RETURNING {_COLUMNS}",
-            (time.time(), task_id),
-        )
-        return task_from_row(rows[0]) if rows else None
-
-    async def request_cancel(self, task_id: str) -> Task | None:
-        """Ask the host running a task to stop it (the trigger tells it); None if it is not
-        running."""
-        rows = await self._write_returning(
-            "UPDATE tasks SET cancel_requested = true "
-            f"WHERE id = $1 AND {_STILL} 'running' RETURNING {_COLUMNS}",
-            (task_id,),
-        )
-        return task_from_row(rows[0]) if rows else None
-
-    async def cancel_requests(self, owner: str) -> list[str]:
-        rows = await self._read(
-            "SELECT id FROM tasks WHERE owner = $1 AND status = 'running' AND cancel_requested",
-            (owner,),
-        )
-        return [row[0] for row in rows]
-
-    async def running_for(self, owner: str) -> list[Task]:
-        """The tasks stored as running for `owner`."""
-        rows = await self._read(
-            f"SELECT {_COLUMNS} FROM tasks WHERE owner = $1 AND status = 'running'", (owner,)
-        )
-        return [task_from_row(row) for row in rows]
-
-    async def next_run_at(self) -> float | None:
-        rows = await self._read("SELECT min(run_at) FROM tasks WHERE status = 'pending'")
-        value: float | None = rows[0][0]
-        return value
-
-    async def has_due(self) -> bool:
-        rows = await self._read(
-            "SELECT 1 FROM tasks WHERE status = 'pending' AND run_at <= $1 LIMIT 1", (time.time(),)
-        )
-        return bool(rows)
 
     async def changed(self) -> bool:
         """True when another host may have committed work or a cancel since the last call.
@@ -604,75 +410,6 @@ class PostgresStore(GroupCommittedStore):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._notified.wait(), timeout)
 
-    # -- workers ---------------------------------------------------------------------------
-
-    async def register_worker(self, worker: WorkerInfo) -> None:
-        await self._write(
-            "INSERT INTO workers (id, host, pid, pid_started, seen_at) "
-            f"VALUES ($1, $2, $3, $4, {_NOW}) ON CONFLICT (id) DO UPDATE SET "
-            "host = excluded.host, pid = excluded.pid, pid_started = excluded.pid_started, "
-            "seen_at = excluded.seen_at",
-            (worker.id, worker.host, worker.pid, worker.pid_started),
-        )
-
-    async def heartbeat(self, worker_id: str) -> bool:
-        """Say this worker lives; False if others already took it for dead."""
-        rows = await self._write_returning(
-            f"UPDATE workers SET seen_at = {_NOW} WHERE id = $1 RETURNING id", (worker_id,)
-        )
-        return bool(rows)
-
-    async def workers(self) -> list[WorkerInfo]:
-        """The workers, their `seen_at` moved onto this host's clock: leases are measured
-        by the database's clock, whatever the hosts' clocks say."""
-        rows = await self._read(f"SELECT id, host, pid, pid_started, seen_at, {_NOW} FROM workers")
-        skew = time.time() - rows[0][5] if rows else 0.0
-        return [WorkerInfo(row[0], row[1], row[2], row[3], row[4] + skew) for row in rows]
-
-    async def recover(self, worker_id: str) -> list[Task]:
-        """Put a dead worker's running tasks back to pending (or give up on them)."""
-        rows = await self._write_returning(_RECOVER, (INTERRUPTED_ERROR, time.time(), worker_id))
-        return [task_from_row(row) for row in rows]
-
-    async def remove_worker(self, worker_id: str) -> None:
-        await self._write("DELETE FROM workers WHERE id = $1", (worker_id,))
-
-    async def orphan_owners(self) -> list[str]:
-        """Owners of running tasks that are not registered workers (they died unregistered)."""
-        rows = await self._read(
-            "SELECT DISTINCT owner FROM tasks WHERE status = 'running' "
-            "AND NOT EXISTS (SELECT 1 FROM workers WHERE workers.id = tasks.owner)"
-        )
-        return [row[0] for row in rows]
-
-    # -- uploaded files --------------------------------------------------------------------
-
-    async def add_file(self, record: FileRecord) -> None:
-        await self._write(
-            "INSERT INTO files (id, filename, size, sha256, created_at) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            (record.id, record.filename, record.size, record.sha256, record.created_at),
-        )
-
-    async def get_file(self, file_id: str) -> FileRecord | None:
-        rows = await self._read(
-            "SELECT id, filename, size, sha256, created_at FROM files WHERE id = $1", (file_id,)
-        )
-        return FileRecord(*rows[0]) if rows else None
-
-    async def files_created_before(self, cutoff: float) -> list[str]:
-        rows = await self._read("SELECT id FROM files WHERE created_at < $1", (cutoff,))
-        return [row[0] for row in rows]
-
-    async def forget_file_unless_in_use(self, file_id: str) -> bool:
-        """Delete a file's record unless a pending or running task names it in its params."""
-        rows = await self._write_returning(
-            "DELETE FROM files WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM tasks "
-            "WHERE status IN ('pending', 'running') AND strpos(params, $2) > 0) RETURNING id",
-            (file_id, f'"{file_id}"'),
-        )
-        return bool(rows)
-
     # -- change events ---------------------------------------------------------------------
 
     async def last_event(self) -> int:
@@ -686,7 +423,7 @@ class PostgresStore(GroupCommittedStore):
         """Task changes after position `seq`, oldest first, from settled transactions only."""
         tx, number = _split_position(seq)
         rows = await self._read(
-            f"SELECT tx::text::bigint, seq, {_EVENT_FIELDS} FROM task_events "
+            f"SELECT tx::text::bigint, seq, {EVENT_FIELDS} FROM task_events "
             f"WHERE {_SETTLED} AND (tx, seq) > ($1::text::xid8, $2) "
             "ORDER BY tx, seq LIMIT $3",
             (tx, number, limit),
@@ -698,46 +435,3 @@ class PostgresStore(GroupCommittedStore):
         await self._write(
             "DELETE FROM task_events WHERE (tx, seq) <= ($1::text::xid8, $2)", (tx, number)
         )
-
-    # -- metrics ---------------------------------------------------------------------------
-
-    async def task_counts(self) -> list[tuple[str, str, int]]:
-        """(status, name, count) of the tasks in the store."""
-        rows = await self._read("SELECT status, name, count(*) FROM tasks GROUP BY status, name")
-        return [(row[0], row[1], row[2]) for row in rows]
-
-    async def queue_stats(self) -> tuple[int, float | None]:
-        """How many pending tasks are due now, and since when the oldest has waited."""
-        rows = await self._read(
-            "SELECT count(*), min(run_at) FROM tasks WHERE status = 'pending' AND run_at <= $1",
-            (time.time(),),
-        )
-        return rows[0][0], rows[0][1]
-
-    async def add_metric_counts(self, deltas: dict[tuple[str, str, str], float]) -> None:
-        await self._committer.submit_many(
-            "INSERT INTO metric_counts (metric, name, label, value) VALUES ($1, $2, $3, $4) "
-            "ON CONFLICT (metric, name, label) "
-            "DO UPDATE SET value = metric_counts.value + excluded.value",
-            [(*key, float(value)) for key, value in deltas.items()],
-        )
-
-    async def metric_counts(self) -> list[tuple[str, str, str, float]]:
-        rows = await self._read("SELECT metric, name, label, value FROM metric_counts")
-        return [(row[0], row[1], row[2], row[3]) for row in rows]
-
-    # -- maintenance -----------------------------------------------------------------------
-
-    async def purge(self, older_than: float, *, chunk: int = 1000) -> int:
-        """Delete terminal tasks finished before `older_than`, in short transactions."""
-        statuses = [s.value for s in TERMINAL_STATUSES]
-        deleted = 0
-        while True:
-            rows = await self._write_returning(
-                "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE finished_at < $1 "
-                "AND status = ANY($2::text[]) LIMIT $3) RETURNING id",
-                (older_than, statuses, chunk),
-            )
-            deleted += len(rows)
-            if len(rows) < chunk:
-                return deleted

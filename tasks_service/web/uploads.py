@@ -11,8 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import BinaryIO
 
-from models import new_task_id
-from store import FileRecord, Store
+from store import Store
+from tasks_service.models import FileRecord, new_id
 
 _CHUNK = 1024 * 1024
 # Multipart framing around the file: its boundary lines and part headers.
@@ -46,7 +46,7 @@ def _copy(source: BinaryIO, target: Path, limit: int) -> tuple[int, str]:
 async def save_upload(
     source: BinaryIO, filename: str, data_dir: Path, limit: int, store: Store
 ) -> FileRecord:
-    file_id, created_at = new_task_id()
+    file_id, created_at = new_id()
     target = data_dir / file_id
     size, sha256 = await asyncio.to_thread(_copy, source, target, limit)
     record = FileRecord(file_id, filename[:1000], size, sha256, created_at)

@@ -10,73 +10,49 @@ committed (cancels, new tasks) and recovers the tasks of processes that died.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
-import random
 import secrets
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import liveness
-from config import Settings
-from metrics import MetricsRecorder
-from models import NewTask, StoreUnavailable, Task, TaskStatus, dump_json
-from store import Outcome, Store, WorkerInfo
-from tasks import Context, Host, PermanentError, TaskDefinition, TaskRegistry
+from store import Store
+from tasks import Context, TaskRegistry
+from tasks.context import Services
+from tasks_service.config import Settings
+from tasks_service.models import NewTask, Outcome, StoreUnavailable, Task, TaskStatus, WorkerInfo
+from tasks_service.runtime import liveness
+from tasks_service.runtime.attempts import Attempt, run_async, run_in_thread
+from tasks_service.runtime.metrics import MetricsRecorder
+from tasks_service.runtime.watch import Watcher
 
 log = logging.getLogger("tasks.runner")
 
 _Stored = TypeVar("_Stored", Task, Task | None)  # a create gives a task; a tick's maybe none
 
-_RETRY_FIRST_WAIT = 1.0
-_RETRY_MAX_WAIT = 300.0
-_HEARTBEAT_EVERY = 1.0
-_SWEEP_EVERY = 1.0
 _FORCED_STOP_WAIT = 5.0
-_EVENTS_SAMPLE_EVERY = 10.0
-_EVENTS_KEPT_FOR = 60.0
-
-
-def retry_delay(failed_attempts: int) -> float:
-    """About a second after the first failure, doubling each time, capped, with jitter."""
-    base = min(_RETRY_MAX_WAIT, _RETRY_FIRST_WAIT * 2 ** (failed_attempts - 1))
-    return base * random.uniform(0.75, 1.25)
-
-
-@dataclass(slots=True, eq=False)
-class _Attempt:
-    """One attempt being run by this process; forgotten as soon as it is recorded."""
-
-    task: Task
-    definition: TaskDefinition
-    context: Context
-    started: float = field(default_factory=time.monotonic)
-    ended: float | None = None  # when its code returned or raised
-    handle: asyncio.Task[None] | None = None
-    interruptible: bool = False  # True while an asyncio cancel would land in the task's code
-    cancel_requested: bool = False
-    shutting_down: bool = False
-    holds_slot: bool = True  # async attempts; a thread's slot is freed when the thread ends
 
 
 class Runner:
     def __init__(
-        self, store: Store, registry: TaskRegistry, settings: Settings, host: Host | None = None
+        self,
+        store: Store,
+        registry: TaskRegistry,
+        settings: Settings,
+        services: Services | None = None,
     ) -> None:
+        """`services`: what the built-in tasks borrow from the service (`ctx.services`)."""
         self.store = store
-        self.host = host
+        self.services = services
         self.metrics = MetricsRecorder()
         self.registry = registry
         self.settings = settings
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._slots = settings.concurrency
         self._busy = 0
-        self._attempts: dict[str, _Attempt] = {}
+        self._attempts: dict[str, Attempt] = {}
         self._wake = asyncio.Event()
         self._backlog = True  # due pending tasks may exist
         self._backlog_marks = 0  # bumped whenever work is noted, so a claim can't lose it
@@ -92,6 +68,7 @@ class Runner:
         self._claims_in_flight = 0
         self._claims_started = 0
         self._settling: set[str] = set()  # ended attempts whose final write is not stored yet
+        self._watcher = Watcher(store, settings, self, self.metrics)
 
     @property
     def running(self) -> int:
@@ -102,12 +79,12 @@ class Runner:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self.store.register_worker(self._worker_info())
-        await self._recover_dead()
+        await self.store.register_worker(self.worker_info())
+        await self._watcher.recover_dead()
         self._accepting = True
         self._loops = [
             asyncio.create_task(self._dispatch_forever(), name="runner-dispatch"),
-            asyncio.create_task(self._watch_forever(), name="runner-watch"),
+            asyncio.create_task(self._watcher.watch_forever(), name="runner-watch"),
         ]
         log.info("runner %s started: up to %d tasks at once", self.worker_id, self._slots)
 
@@ -142,10 +119,7 @@ class Runner:
     async def _hand_back(self, unfinished: set[asyncio.Task[None]]) -> None:
         log.info("%d tasks outlived the grace period: handing them back", len(unfinished))
         for attempt in list(self._attempts.values()):
-            attempt.shutting_down = True
-            attempt.context.request_cancel()
-            if attempt.interruptible and attempt.handle:
-                attempt.handle.cancel()
+            attempt.request_stop(shutdown=True)
         _, stuck = await asyncio.wait(unfinished, timeout=_FORCED_STOP_WAIT)
         # Only a task that swallows cancellation gets here: give its row back regardless.
         for attempt in list(self._attempts.values()):
@@ -153,19 +127,9 @@ class Runner:
                 with contextlib.suppress(StoreUnavailable):
                     await self.store.release(attempt.task)
 
-    def _worker_info(self) -> WorkerInfo:
-        pid = os.getpid()
-        return WorkerInfo(
-            id=self.worker_id,
-            host=liveness.this_host(),
-            pid=pid,
-            pid_started=liveness.process_started(pid),
-            seen_at=time.time(),
-        )
-
     # -- enqueue and cancel ----------------------------------------------------------------
 
-    def submit(self, new: NewTask) -> Coroutine[Any, Any, tuple[Task, bool]]:
+    def insert(self, new: NewTask) -> Coroutine[Any, Any, tuple[Task, bool]]:
         """Store a new task; when a slot is free and nothing waits, it starts at once.
 
         Hands back `_insert`'s coroutine rather than awaiting it in one of its own: one
@@ -173,7 +137,7 @@ class Runner:
         """
         return self._insert(new, self.store.create)
 
-    async def submit_tick(self, new: NewTask) -> Task | None:
+    async def insert_tick(self, new: NewTask) -> Task | None:
         """Store a schedule's run for one tick, unless that tick or an earlier run is live."""
         task, _ = await self._insert(new, self.store.create_tick)
         return task
@@ -209,7 +173,7 @@ class Runner:
 
     async def _unclaim(self, tasks: list[Task]) -> None:
         if tasks:
-            await self._with_store_retries(lambda: self.store.unclaim(tasks))
+            await with_store_retries(lambda: self.store.unclaim(tasks))
             log.info("%d tasks claimed as shutdown began were given back unstarted", len(tasks))
 
     def cancel_running(self, task_id: str) -> None:
@@ -217,10 +181,7 @@ class Runner:
         attempt = self._attempts.get(task_id)
         if attempt is None or attempt.cancel_requested:
             return
-        attempt.cancel_requested = True
-        attempt.context.request_cancel()
-        if attempt.definition.is_async and attempt.interruptible and attempt.handle:
-            attempt.handle.cancel()
+        attempt.request_stop()
         log.info("task %s (%s): cancel requested while running", task_id, attempt.task.name)
 
     def _note_pending(self, run_at: float) -> None:
@@ -299,7 +260,7 @@ class Runner:
         self._claims_in_flight += 1
         self._claims_started += 1
 
-    async def _reconcile_claims(self) -> None:
+    async def reconcile_claims(self) -> None:
         """Give back tasks stored as running for us that we do not run (see
         `_claims_uncertain`). Skipped while a claim is in flight, whose tasks would look lost
         for the moment between its commit and their start."""
@@ -331,12 +292,21 @@ class Runner:
             chore.add_done_callback(self._chores.discard)
             return
         definition = self.registry.get(task.name)
-        context = Context(task.id, task.attempts, self.store, self._loop, host=self.host)
-        attempt = _Attempt(task, definition, context)
+        context = Context(task.id, task.attempts, self.store, self._loop, services=self.services)
+        attempt = Attempt(task, definition, context)
         self._attempts[task.id] = attempt
         log.debug("task %s (%s) attempt %d started", task.id, task.name, task.attempts)
-        runner = self._run_async if definition.is_async else self._run_in_thread
-        attempt.handle = asyncio.create_task(runner(attempt), name=f"task-{task.id}")
+        attempt.handle = asyncio.create_task(self._run(attempt), name=f"task-{task.id}")
+
+    async def _run(self, attempt: Attempt) -> None:
+        if attempt.definition.is_async:
+            outcome = await run_async(attempt)
+        else:
+            outcome = await run_in_thread(attempt, thread_ended=self._free_slot)
+        try:
+            await self._conclude(attempt, outcome)
+        finally:
+            self._let_go(attempt)
 
     async def _fail_unknown(self, task: Task) -> None:
         """A stored task whose type this process does not have (its module was removed)."""
@@ -344,125 +314,12 @@ class Runner:
         log.error("task %s cannot run: %s", task.id, error)
         try:
             outcome = Outcome(TaskStatus.FAILED, error=error)
-            await self._with_store_retries(lambda: self.store.finish(task, outcome))
+            await with_store_retries(lambda: self.store.finish(task, outcome))
         finally:
             self._settling.discard(task.id)
             self._free_slot()
 
-    async def _run_async(self, attempt: _Attempt) -> None:
-        task, definition = attempt.task, attempt.definition
-        outcome: Outcome | None = None
-        deadline = None if task.timeout is None else asyncio.timeout(task.timeout)
-        try:
-            kwargs = definition.bind(task.params)
-            attempt.interruptible = True
-            if deadline is None:
-                result = await definition.fn(attempt.context, **kwargs)
-            else:
-                async with deadline:
-                    result = await definition.fn(attempt.context, **kwargs)
-            attempt.interruptible = False
-            outcome = self._completed(attempt, result)
-        except asyncio.CancelledError as exc:
-            attempt.interruptible = False
-            if not (attempt.cancel_requested or attempt.shutting_down):
-                if _being_cancelled():
-                    raise
-                outcome = self._failed(attempt, exc)  # the task's own code cancelled itself
-        except TimeoutError as exc:
-            attempt.interruptible = False
-            timed_out = deadline is not None and deadline.expired()
-            outcome = self._failed(attempt, exc, timed_out=timed_out)
-        except (Exception, SystemExit) as exc:
-            attempt.interruptible = False
-            outcome = self._failed(attempt, exc)
-        try:
-            await self._conclude(attempt, outcome)
-        finally:
-            self._let_go(attempt)
-
-    async def _run_in_thread(self, attempt: _Attempt) -> None:
-        task, definition = attempt.task, attempt.definition
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        outcome: Outcome | None = None
-        try:
-            kwargs = definition.bind(task.params)
-        except Exception as exc:
-            outcome = self._failed(attempt, exc)
-            try:
-                await self._conclude(attempt, outcome)
-            finally:
-                self._let_go(attempt)
-            return
-        attempt.holds_slot = False  # from here on, the thread's end frees the slot
-
-        def settle(value: tuple[bool, Any]) -> None:
-            if not done.done():
-                done.set_result(value)
-            self._free_slot()  # the slot is free only now that the thread has ended
-
-        def body() -> None:
-            try:
-                value: tuple[bool, Any] = (True, definition.fn(attempt.context, **kwargs))
-            except BaseException as exc:
-                value = (False, exc)
-            loop.call_soon_threadsafe(settle, value)
-
-        threading.Thread(target=body, name=f"task-{task.id}", daemon=True).start()
-        deadline = asyncio.timeout(task.timeout)
-        try:
-            attempt.interruptible = True  # only shutdown interrupts the wait; cancel is a flag
-            async with deadline:
-                ok, value = await done
-            attempt.interruptible = False
-            outcome = self._completed(attempt, value) if ok else self._failed(attempt, value)
-        except asyncio.CancelledError:
-            attempt.interruptible = False
-            if not attempt.shutting_down:
-                raise
-            log.warning("task %s (%s): its thread is abandoned at shutdown", task.id, task.name)
-        except TimeoutError as exc:
-            attempt.interruptible = False
-            attempt.context.request_cancel()
-            outcome = self._failed(attempt, exc, timed_out=deadline.expired())
-        try:
-            await self._conclude(attempt, outcome)
-        finally:
-            self._let_go(attempt)
-
-    def _completed(self, attempt: _Attempt, result: Any) -> Outcome:
-        try:
-            encoded = dump_json(result)
-        except (TypeError, ValueError) as exc:
-            error = f"the task's return value is not JSON-serialisable: {exc}"
-            return self._failed(attempt, PermanentError(error), plain=error)
-        return Outcome(TaskStatus.COMPLETED, result_json=encoded)
-
-    def _failed(
-        self,
-        attempt: _Attempt,
-        exc: BaseException,
-        *,
-        timed_out: bool = False,
-        plain: str | None = None,
-    ) -> Outcome:
-        task = attempt.task
-        if timed_out:
-            error = f"timed out after {task.timeout:g} s"
-        else:
-            error = plain or f"{type(exc).__name__}: {exc}"
-        retry = not isinstance(exc, PermanentError) and task.counted_attempts < task.max_attempts
-        where = f"task {task.id} ({task.name}) attempt {task.attempts}/{task.max_attempts}"
-        exc_info = None if (timed_out or plain) else exc
-        if retry:
-            delay = retry_delay(task.counted_attempts)
-            log.warning("%s failed, retry in %.1f s: %s", where, delay, error, exc_info=exc_info)
-            return Outcome(TaskStatus.PENDING, error=error, retry_at=time.time() + delay)
-        log.error("%s failed: %s", where, error, exc_info=exc_info)
-        return Outcome(TaskStatus.FAILED, error=error)
-
-    async def _conclude(self, attempt: _Attempt, outcome: Outcome | None) -> None:
+    async def _conclude(self, attempt: Attempt, outcome: Outcome | None) -> None:
         """Store how the attempt ended; a stored cancel wins over whatever it returned."""
         attempt.ended = time.monotonic()
         task = attempt.task
@@ -471,14 +328,14 @@ class Runner:
         elif attempt.shutting_down or outcome is None:
             self._settling.add(task.id)
             try:
-                await self._with_store_retries(lambda: self.store.release(task))
+                await with_store_retries(lambda: self.store.release(task))
             finally:
                 self._settling.discard(task.id)
             log.info("task %s (%s) handed back for the next start", task.id, task.name)
             return
         await self._record(attempt, outcome)
 
-    async def _record(self, attempt: _Attempt, outcome: Outcome) -> None:
+    async def _record(self, attempt: Attempt, outcome: Outcome) -> None:
         task = attempt.task
         self._settling.add(task.id)
         committed = self.store.finish(task, outcome)
@@ -492,7 +349,7 @@ class Runner:
         try:
             await committed
         except StoreUnavailable:
-            await self._with_store_retries(lambda: self.store.finish(task, outcome))
+            await with_store_retries(lambda: self.store.finish(task, outcome))
         finally:
             self._settling.discard(task.id)
         if outcome.status is TaskStatus.PENDING:
@@ -508,19 +365,7 @@ class Runner:
                 took,
             )
 
-    async def _with_store_retries(self, write: Any) -> None:
-        """A finished attempt must reach the store: retry while the database is unavailable."""
-        delay = 0.1
-        while True:
-            try:
-                await write()
-                return
-            except StoreUnavailable as exc:
-                log.warning("cannot record a task's outcome yet (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    def _let_go(self, attempt: _Attempt) -> None:
+    def _let_go(self, attempt: Attempt) -> None:
         """Forget the attempt and free its slot (once), its outcome queued or stored."""
         if self._attempts.get(attempt.task.id) is attempt:
             del self._attempts[attempt.task.id]
@@ -528,51 +373,20 @@ class Runner:
             attempt.holds_slot = False
             self._free_slot()
 
-    # -- watching other processes ----------------------------------------------------------
+    # -- what the watcher tells us -------------------------------------------------------
 
-    async def _watch_forever(self) -> None:
-        last_beat = last_sweep = time.monotonic()
-        event_marks: collections.deque[tuple[float, int]] = collections.deque()
-        while True:
-            try:
-                await self.store.wait_for_change(self.settings.watch_interval)
-            except StoreUnavailable:
-                await asyncio.sleep(self.settings.watch_interval)
-            try:
-                now = time.monotonic()
-                if now - last_beat >= _HEARTBEAT_EVERY:
-                    last_beat = now
-                    await self._heartbeat()
-                    await self.metrics.flush(self.store)
-                if await self.store.changed():
-                    await self._apply_changes()
-                if self._claims_uncertain:
-                    await self._reconcile_claims()
-                if now - last_sweep >= _SWEEP_EVERY:
-                    last_sweep = now
-                    await self._recover_dead()
-                if not event_marks or now - event_marks[-1][0] >= _EVENTS_SAMPLE_EVERY:
-                    await self._prune_events(event_marks, now)
-            except StoreUnavailable as exc:
-                log.warning("watcher cannot reach the task store: %s", exc)
-            except Exception:
-                log.exception("watcher failed; it goes on")
+    def worker_info(self) -> WorkerInfo:
+        pid = os.getpid()
+        return WorkerInfo(
+            id=self.worker_id,
+            host=liveness.this_host(),
+            pid=pid,
+            pid_started=liveness.process_started(pid),
+            seen_at=time.time(),
+        )
 
-    async def _prune_events(self, marks: collections.deque[tuple[float, int]], now: float) -> None:
-        """Change events are for live streams: drop those older than about a minute."""
-        marks.append((now, await self.store.last_event()))
-        old = None
-        while marks and now - marks[0][0] >= _EVENTS_KEPT_FOR:
-            old = marks.popleft()
-        if old is not None:
-            await self.store.prune_events(old[1])
-
-    async def _heartbeat(self) -> None:
-        if not await self.store.heartbeat(self.worker_id):
-            log.warning("runner %s was taken for dead by another process", self.worker_id)
-            await self.store.register_worker(self._worker_info())
-
-    async def _apply_changes(self) -> None:
+    async def apply_changes(self) -> None:
+        """Another process committed something: stop what it cancelled, look for work."""
         if self._attempts:
             for task_id in await self.store.cancel_requests(self.worker_id):
                 self.cancel_running(task_id)
@@ -580,33 +394,23 @@ class Runner:
         if self._busy < self._slots:
             self._wake.set()
 
-    async def _recover_dead(self) -> None:
-        now = time.time()
-        dead = [w.id for w in await self.store.workers() if self._is_dead(w, now)]
-        dead.extend(await self.store.orphan_owners())
-        for worker_id in dead:
-            recovered = await self.store.recover(worker_id)
-            await self.store.remove_worker(worker_id)
-            for task in recovered:
-                log.warning(
-                    "task %s (%s) was running in process %s, which died: now %s",
-                    task.id,
-                    task.name,
-                    worker_id,
-                    task.status,
-                )
-            if recovered:
-                self._backlog = True
-                self._wake.set()
+    def claims_uncertain(self) -> bool:
+        return self._claims_uncertain
 
-    def _is_dead(self, worker: WorkerInfo, now: float) -> bool:
-        if worker.id == self.worker_id:
-            return False
-        if worker.host == liveness.this_host():
-            return not liveness.is_alive(worker.pid, worker.pid_started)
-        return now - worker.seen_at > self.settings.lease_seconds
+    def work_appeared(self) -> None:
+        """Due tasks appeared that no enqueue of ours noted (e.g. a dead worker's)."""
+        self._backlog = True
+        self._wake.set()
 
 
-def _being_cancelled() -> bool:
-    current = asyncio.current_task()
-    return current is not None and current.cancelling() > 0
+async def with_store_retries(write: Callable[[], Awaitable[Any]]) -> None:
+    """A finished attempt must reach the store: retry while the database is unavailable."""
+    delay = 0.1
+    while True:
+        try:
+            await write()
+            return
+        except StoreUnavailable as exc:
+            log.warning("cannot record a task's outcome yet (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

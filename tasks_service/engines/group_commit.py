@@ -5,7 +5,10 @@ goes into the next one, writes of the same statement merged into one `executeman
 thousand tasks cost a few transactions, not a thousand. Progress reports are coalesced to the
 latest per task and always go first in their batch: a task's last report must land before
 the write that ends it. A batch that fails on one bad write is retried write by write, so one
-bad row never sinks its neighbours.
+bad row never sinks its neighbours. A write of several statements (`queue_atomically`) is
+one unit: it runs in its batch's transaction, and fails or commits whole.
+
+`GroupCommitted` gives a store the write verbs of `store.Store` on top of a committer.
 """
 
 from __future__ import annotations
@@ -16,24 +19,34 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from models import StoreUnavailable
+from tasks_service.models import StoreUnavailable
 
 log = logging.getLogger("tasks.store")
 
 
 @dataclass(slots=True)
 class Write:
-    """One statement with one or more rows of parameters, and who waits for it."""
+    """One statement with one or more rows of parameters, and who waits for it.
+
+    With `steps`, several statements instead (`sql` and `params` unused), run in order in
+    the same transaction; the result is the rows of each.
+    """
 
     sql: str
     params: list[Sequence[Any]]
     returning: bool
     futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    steps: Sequence[tuple[str, Sequence[Any]]] | None = None
 
     @property
     def splittable(self) -> bool:
         """Several callers' rows merged into one write: each can be retried on its own."""
         return len(self.params) > 1 and len(self.futures) == len(self.params)
+
+    @property
+    def alone(self) -> bool:
+        """One statement with one row: its own transaction, with no BEGIN around it."""
+        return self.steps is None and len(self.params) == 1
 
 
 # Runs a batch as one transaction; returns one result per write (rows when `returning`).
@@ -77,14 +90,20 @@ class GroupCommitter:
             await self._flusher
             self._flusher = None
 
-    def submit(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
+    def queue(self, sql: str, params: Sequence[Any], *, returning: bool) -> asyncio.Future[Any]:
         """Queue one write; the future is its commit (with the rows when `returning`)."""
         return self._enqueue(Write(sql, [params], returning))
 
-    async def submit_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+    async def queue_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
         """Many rows of one statement, in one transaction."""
         if rows:
             await self._enqueue(Write(sql, list(rows), False))
+
+    def queue_atomically(
+        self, steps: Sequence[tuple[str, Sequence[Any]]]
+    ) -> asyncio.Future[list[list[Any]]]:
+        """Statements in one transaction, in order; the future has the rows of each."""
+        return self._enqueue(Write("", [], True, steps=steps))
 
     def _enqueue(self, write: Write) -> asyncio.Future[Any]:
         if self._flusher is None or self._closing:
@@ -141,7 +160,7 @@ class GroupCommitter:
         merged: dict[str, Write] = {}
         batch: list[Write] = []
         for write in queued:
-            if write.returning:
+            if write.returning:  # atomic writes return too: never merged
                 batch.append(write)
                 continue
             same = merged.get(write.sql)
@@ -185,3 +204,34 @@ def _settle(
             future.set_exception(error)
         else:
             future.set_result(result)
+
+
+class GroupCommitted:
+    """The write verbs of `store.Store`, for an engine whose writes go through `_committer`.
+
+    They hand back the committer's futures, not coroutines: an enqueue waiting for its commit
+    then keeps one object fewer alive (thousands wait at once in a burst, and the garbage
+    collector walks them all).
+    """
+
+    _committer: GroupCommitter
+
+    def _write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[None]:
+        return self._committer.queue(sql, params, returning=False)
+
+    def _write_returning(self, sql: str, params: Sequence[Any]) -> asyncio.Future[list[Any]]:
+        return self._committer.queue(sql, params, returning=True)
+
+    async def _write_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        await self._committer.queue_many(sql, rows)
+
+    def _write_atomically(
+        self, steps: Sequence[tuple[str, Sequence[Any]]]
+    ) -> asyncio.Future[list[list[Any]]]:
+        return self._committer.queue_atomically(steps)
+
+    def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
+        self._committer.report_progress(task_id, float(percent), message)
+
+    def progress_committed(self) -> asyncio.Future[None] | None:
+        return self._committer.progress_committed()

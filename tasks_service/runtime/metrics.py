@@ -21,8 +21,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from models import TaskStatus
 from store import Store
+from tasks_service.models import TaskStatus
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 _BUCKET_LABELS = (*(f"{b:g}" for b in DURATION_BUCKETS), "+Inf")

@@ -8,7 +8,7 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -83,6 +83,25 @@ class Task:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRequest:
+    """What a caller asks for: a task type, its params, and how to run it.
+
+    The one shape of the task options, whether they come from `POST /tasks`, a retry or
+    Python: everything but `name` is optional. The service validates it into a `NewTask`.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    delay: float | None = None  # seconds from now; or `run_at`, not both
+    run_at: datetime | None = None  # with a time zone
+    max_attempts: int | None = None  # None: the task type's own
+    timeout: float | None = None  # seconds per attempt; None: the task type's own
+    idempotency_key: str | None = None  # a second request with the key gets the first task
+    request_hash: str | None = None  # what the key's first request was, to tell a reuse
+
+
 @dataclass(slots=True)
 class NewTask:
     """A validated request to create a task; `params` are already JSON-ready."""
@@ -97,6 +116,82 @@ class NewTask:
     # At most one task holds a unique key: an Idempotency-Key, or a schedule's tick.
     unique_key: str | None = None
     request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A process that runs tasks, as it last reported itself."""
+
+    id: str
+    host: str  # the machine (and its boot), see runtime.liveness.this_host
+    pid: int
+    pid_started: str
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """An uploaded file's metadata; the bytes live under TASKS_DATA_DIR, named by `id`."""
+
+    id: str
+    filename: str
+    size: int
+    sha256: str
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "size": self.size,
+            "sha256": self.sha256,
+            "created_at": iso(self.created_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A task's changing fields right after one committed change."""
+
+    seq: int
+    task_id: str
+    status: TaskStatus
+    progress: float | None
+    message: str | None
+    result: Any
+    error: str | None
+    attempts: int
+    run_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    cancel_requested: bool
+
+    def applied_to(self, task: Task) -> Task:
+        """`task` (for the fields that never change) as it was after this change."""
+        return replace(
+            task,
+            status=self.status,
+            progress=self.progress,
+            message=self.message,
+            result=self.result,
+            error=self.error,
+            attempts=self.attempts,
+            run_at=self.run_at if self.run_at is not None else task.run_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            cancel_requested=self.cancel_requested,
+            event_seq=self.seq,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as the runner decided it."""
+
+    status: TaskStatus
+    result_json: str | None = None
+    error: str | None = None
+    retry_at: float | None = None  # set with status PENDING: wait for a retry
 
 
 # One encoder for every dump: json.dumps with options builds a new one per call.
@@ -124,8 +219,8 @@ _last_micros = 0
 _ID_LENGTH = 26
 
 
-def new_task_id() -> tuple[str, float]:
-    """A 26-character id that sorts by creation time, and that creation time.
+def new_id() -> tuple[str, float]:
+    """A 26-character id (of a task or an upload) that sorts by creation time, and that time.
 
     52 bits of microseconds since the epoch, then 78 random bits. Within a process the
     microseconds strictly increase, so ids never tie and sort exactly as they were made.
@@ -140,7 +235,8 @@ def new_task_id() -> tuple[str, float]:
     return encoded.translate(_TO_CROCKFORD).decode(), micros / 1_000_000
 
 
-def is_task_id(text: str) -> bool:
+def is_id(text: str) -> bool:
+    """Whether `text` could be an id `new_id` made (letters and digits only: safe in paths)."""
     return len(text) == _ID_LENGTH and all(c in _CROCKFORD for c in text)
 
 

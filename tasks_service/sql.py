@@ -1,0 +1,323 @@
+"""The SQL that every engine shares, written once, and the rows it reads and writes.
+
+Statements are written in portable SQL with `?` placeholders; `Statements(dialect)` builds
+them in one engine's spelling (its parameter style, its clock, its planner pins). What an
+engine must say its own way (its claim, its schedule lock) it passes in.
+
+Rules that decide a task's fate live here, once: a stored cancel wins over how an attempt
+ended, a graceful release gives the task back unless a cancel was asked, a task whose
+process died `MAX_INTERRUPTIONS` times is given up, and a schedule's tick fires once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from tasks_service.models import (
+    MAX_INTERRUPTIONS,
+    TERMINAL_STATUSES,
+    NewTask,
+    Task,
+    TaskEvent,
+    TaskStatus,
+    dump_json,
+    new_id,
+)
+
+COLUMNS = (
+    "id, name, params, status, progress, message, result, error, attempts, max_attempts, "
+    "priority, created_at, run_at, started_at, finished_at, cancel_requested, schedule_id, "
+    "timeout, owner, interruptions, released"
+)
+# The fields a change event records, in `task_events` order.
+EVENT_FIELDS = (
+    "task_id, status, progress, message, result, error, attempts, run_at, started_at, "
+    "finished_at, cancel_requested"
+)
+# The columns whose change records an event (EVENT_FIELDS without task_id).
+EVENT_COLUMNS = EVENT_FIELDS.removeprefix("task_id, ")
+
+_TERMINAL_LIST = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What one engine spells its own way in the statements every engine shares."""
+
+    numbered_params: bool  # `$1, $2` (PostgreSQL) rather than `?` (SQLite)
+    now: str  # the database's clock in Unix seconds, as an SQL expression
+    pins_indexes: bool  # say `INDEXED BY` where the planner must not choose (SQLite)
+
+    def prepare(self, sql: str) -> str:
+        """`sql`, written with `?` placeholders, in this engine's spelling."""
+        return _numbered(sql) if self.numbered_params else sql
+
+    def indexed_by(self, index: str) -> str:
+        return f"INDEXED BY {index}" if self.pins_indexes else ""
+
+
+@lru_cache(maxsize=256)
+def _numbered(sql: str) -> str:
+    counter = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+class Statements:
+    """Every shared statement, built once per engine from its dialect.
+
+    The guards of one-row writes by id compare with `IS NOT DISTINCT FROM` (neither side is
+    ever NULL, so it means `=`): with a plain `status = 'running'` PostgreSQL's planner, misled
+    by a young table's statistics, walked a partial index on status instead of the primary key,
+    and each final write slowed from ~50 us to ~2 ms as the table grew.
+    """
+
+    def __init__(self, dialect: Dialect, *, claim: str, lock_schedule: str | None) -> None:
+        """`claim` takes (owner, started_at, now, limit) and returns COLUMNS; `lock_schedule`
+        takes a schedule id and holds other processes' ticks of it off until commit."""
+        p, now, pin = dialect.prepare, dialect.now, dialect.indexed_by
+        self.dialect = dialect
+        self.claim = p(claim)
+        self.lock_schedule = None if lock_schedule is None else p(lock_schedule)
+        still, owned_by = "status IS NOT DISTINCT FROM", "owner IS NOT DISTINCT FROM"
+
+        insert = (
+            "INSERT INTO tasks (id, name, params, status, attempts, max_attempts, priority, "
+            "created_at, run_at, started_at, schedule_id, timeout, owner, unique_key, "
+            "request_hash) "
+        )
+        values = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        key_taken = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
+        self.insert = p(insert + values)
+        self.insert_unique = p(insert + values + key_taken)
+        self.by_unique_key = p(f"SELECT {COLUMNS}, request_hash FROM tasks WHERE unique_key = ?")
+        # A schedule's tick: once per tick, never while an earlier run is active or it is paused.
+        typed = (
+            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), "
+            "CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), "
+            "CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), "
+            "CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
+            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
+        )
+        self.insert_tick = p(
+            f"{insert} SELECT {typed} "
+            "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE schedule_id = ? "
+            "AND status IN ('pending', 'running') AND schedule_id IS NOT NULL) "
+            f"AND NOT EXISTS (SELECT 1 FROM schedules WHERE id = ? AND paused){key_taken}"
+        )
+        self.record_tick = p(
+            "INSERT INTO schedules (id, last_fire_at) VALUES (?, ?) ON CONFLICT (id) "
+            "DO UPDATE SET last_fire_at = excluded.last_fire_at "
+            "WHERE schedules.last_fire_at IS NULL OR schedules.last_fire_at < excluded.last_fire_at"
+        )
+        self.schedule_states = p("SELECT id, paused, last_fire_at FROM schedules")
+        self.set_paused = p(
+            "INSERT INTO schedules (id, paused) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET paused = excluded.paused"
+        )
+        self.get = p(f"SELECT {COLUMNS} FROM tasks WHERE id = ?")
+
+        # A cancel stored before this write wins over how the attempt ended (even a success
+        # that raced with it): once a cancel was accepted, the task ends cancelled, never retried.
+        self.finish = p(
+            "UPDATE tasks SET "
+            "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE CAST(? AS TEXT) END, "
+            "result = CASE WHEN cancel_requested THEN NULL ELSE CAST(? AS TEXT) END, "
+            "error = CASE WHEN cancel_requested THEN NULL ELSE CAST(? AS TEXT) END, "
+            "finished_at = CASE WHEN cancel_requested THEN CAST(? AS DOUBLE PRECISION) "
+            "  ELSE CAST(? AS DOUBLE PRECISION) END, "
+            "run_at = CASE WHEN cancel_requested THEN run_at "
+            "  ELSE coalesce(CAST(? AS DOUBLE PRECISION), run_at) END "
+            f"WHERE id = ? AND {owned_by} ? AND {still} 'running'"
+        )
+        self.progress = p(
+            f"UPDATE tasks SET progress = ?, message = ? WHERE id = ? AND {still} 'running'"
+        )
+        # A graceful shutdown gives the task back, unless its user asked for it to be cancelled.
+        self.release = p(
+            "UPDATE tasks SET released = released + 1, "
+            "status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'pending' END, "
+            "finished_at = CASE WHEN cancel_requested THEN CAST(? AS DOUBLE PRECISION) END "
+            f"WHERE id = ? AND {owned_by} ? AND {still} 'running'"
+        )
+        self.unclaim = p(
+            "UPDATE tasks SET status = 'pending', attempts = attempts - 1, "
+            "started_at = CASE WHEN attempts = 1 THEN NULL ELSE started_at END "
+            f"WHERE id = ? AND {owned_by} ? AND {still} 'running'"
+        )
+        self.cancel_pending = p(
+            "UPDATE tasks SET status = 'cancelled', cancel_requested = TRUE, finished_at = ? "
+            f"WHERE id = ? AND {still} 'pending' RETURNING {COLUMNS}"
+        )
+        self.request_cancel = p(
+            "UPDATE tasks SET cancel_requested = TRUE "
+            f"WHERE id = ? AND {still} 'running' RETURNING {COLUMNS}"
+        )
+        self.cancel_requests = p(
+            "SELECT id FROM tasks WHERE owner = ? AND status = 'running' AND cancel_requested"
+        )
+        self.running_for = p(
+            f"SELECT {COLUMNS} FROM tasks {pin('tasks_running')} "
+            "WHERE owner = ? AND status = 'running'"
+        )
+        self.next_run_at = p(
+            f"SELECT min(run_at) FROM tasks {pin('tasks_next_run')} WHERE status = 'pending'"
+        )
+        self.has_due = p(
+            f"SELECT 1 FROM tasks {pin('tasks_next_run')} "
+            "WHERE status = 'pending' AND run_at <= ? LIMIT 1"
+        )
+
+        # Tasks of a dead process: run again, or give up after repeated interruptions.
+        gives_up = f"interruptions + 1 >= {MAX_INTERRUPTIONS}"
+        self.recover = p(
+            "UPDATE tasks SET interruptions = interruptions + 1, "
+            f"status = CASE WHEN cancel_requested THEN 'cancelled' "
+            f"  WHEN {gives_up} THEN 'failed' ELSE 'pending' END, "
+            f"error = CASE WHEN cancel_requested THEN error "
+            f"  WHEN {gives_up} THEN CAST(? AS TEXT) ELSE error END, "
+            "finished_at = CASE WHEN cancel_requested "
+            f"  OR {gives_up} THEN CAST(? AS DOUBLE PRECISION) END, "
+            "run_at = ? "
+            f"WHERE owner = ? AND status = 'running' RETURNING {COLUMNS}"
+        )
+        # Workers' times come from the database's clock, so hosts' clocks need not agree.
+        self.register_worker = p(
+            f"INSERT INTO workers (id, host, pid, pid_started, seen_at) VALUES (?, ?, ?, ?, {now}) "
+            "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+            "pid_started = excluded.pid_started, seen_at = excluded.seen_at"
+        )
+        self.heartbeat = p(f"UPDATE workers SET seen_at = {now} WHERE id = ? RETURNING id")
+        self.workers = p(f"SELECT id, host, pid, pid_started, seen_at, {now} FROM workers")
+        self.remove_worker = p("DELETE FROM workers WHERE id = ?")
+        self.orphan_owners = p(
+            f"SELECT DISTINCT owner FROM tasks {pin('tasks_running')} WHERE status = 'running' "
+            "AND NOT EXISTS (SELECT 1 FROM workers WHERE workers.id = tasks.owner)"
+        )
+        self.ping = p("SELECT count(*) FROM workers")
+
+        self.add_file = p(
+            "INSERT INTO files (id, filename, size, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
+        )
+        self.get_file = p("SELECT id, filename, size, sha256, created_at FROM files WHERE id = ?")
+        self.files_created_before = p("SELECT id FROM files WHERE created_at < ?")
+        # Ids are letters and digits only, so the LIKE pattern holds no wildcard of theirs.
+        self.forget_file_unless_in_use = p(
+            "DELETE FROM files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM tasks "
+            "WHERE status IN ('pending', 'running') AND params LIKE ?) RETURNING id"
+        )
+
+        self.task_counts = p("SELECT status, name, count(*) FROM tasks GROUP BY status, name")
+        self.queue_stats = p(
+            f"SELECT count(*), min(run_at) FROM tasks {pin('tasks_next_run')} "
+            "WHERE status = 'pending' AND run_at <= ?"
+        )
+        self.add_metric_counts = p(
+            "INSERT INTO metric_counts (metric, name, label, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (metric, name, label) "
+            "DO UPDATE SET value = metric_counts.value + excluded.value"
+        )
+        self.metric_counts = p("SELECT metric, name, label, value FROM metric_counts")
+        self.purge = p(
+            f"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks {pin('tasks_finished')} "
+            f"WHERE finished_at < ? AND status IN ({_TERMINAL_LIST}) LIMIT ?) RETURNING id"
+        )
+
+
+# -- rows and records ------------------------------------------------------------------------
+
+
+def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:
+    """The task as it will be stored, and the values of its INSERT."""
+    task_id, created_at = new_id()
+    run_at = created_at if new.run_at is None else new.run_at
+    status = TaskStatus.RUNNING if claim_for else TaskStatus.PENDING
+    started_at = created_at if claim_for else None
+    attempts = 1 if claim_for else 0
+    params = (
+        task_id,
+        new.name,
+        dump_json(new.params),
+        status.value,
+        attempts,
+        new.max_attempts,
+        new.priority,
+        created_at,
+        run_at,
+        started_at,
+        new.schedule_id,
+        new.timeout,
+        claim_for,
+        new.unique_key,
+        new.request_hash,
+    )
+    task = Task(
+        id=task_id,
+        name=new.name,
+        params=new.params,
+        status=status,
+        progress=None,
+        message=None,
+        result=None,
+        error=None,
+        attempts=attempts,
+        max_attempts=new.max_attempts,
+        priority=new.priority,
+        created_at=created_at,
+        run_at=run_at,
+        started_at=started_at,
+        finished_at=None,
+        cancel_requested=False,
+        schedule_id=new.schedule_id,
+        timeout=new.timeout,
+        owner=claim_for,
+    )
+    return task, params
+
+
+def event_from_row(row: Sequence[Any]) -> TaskEvent:
+    return TaskEvent(
+        seq=row[0],
+        task_id=row[1],
+        status=TaskStatus(row[2]),
+        progress=None if row[3] is None else float(row[3]),
+        message=row[4],
+        result=None if row[5] is None else json.loads(row[5]),
+        error=row[6],
+        attempts=row[7],
+        run_at=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        cancel_requested=bool(row[11]),
+    )
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    return Task(
+        id=row[0],
+        name=row[1],
+        params=json.loads(row[2]),
+        status=TaskStatus(row[3]),
+        progress=None if row[4] is None else float(row[4]),
+        message=row[5],
+        result=None if row[6] is None else json.loads(row[6]),
+        error=row[7],
+        attempts=row[8],
+        max_attempts=row[9],
+        priority=row[10],
+        created_at=row[11],
+        run_at=row[12],
+        started_at=row[13],
+        finished_at=row[14],
+        cancel_requested=bool(row[15]),
+        schedule_id=row[16],
+        timeout=row[17],
+        owner=row[18],
+        interruptions=row[19],
+        released=row[20],
+    )

@@ -1,0 +1,107 @@
+"""Request and response schemas of the HTTP API (what /openapi.json documents)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from tasks_service.models import TaskRequest, TaskStatus
+
+
+class TaskCreate(BaseModel):
+    """The body of POST /tasks."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=200, description="a registered task type")
+    params: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(0, ge=-1_000_000, le=1_000_000, description="higher runs first")
+    delay: float | None = Field(None, ge=0, le=10 * 365 * 86400, description="seconds")
+    run_at: AwareDatetime | None = Field(None, description="ISO 8601 with a time zone")
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    timeout: float | None = Field(None, gt=0, le=30 * 86400, description="seconds per attempt")
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> TaskCreate:
+        if self.delay is not None and self.run_at is not None:
+            raise ValueError("give delay or run_at, not both")
+        return self
+
+    def as_request(
+        self, *, idempotency_key: str | None = None, request_hash: str | None = None
+    ) -> TaskRequest:
+        return TaskRequest(
+            self.name,
+            self.params,
+            priority=self.priority,
+            delay=self.delay,
+            run_at=self.run_at,
+            max_attempts=self.max_attempts,
+            timeout=self.timeout,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+        )
+
+
+class TaskOut(BaseModel):
+    """A task, as every endpoint that returns one shows it."""
+
+    id: str
+    name: str
+    params: dict[str, Any]
+    status: TaskStatus
+    progress: float | None
+    message: str | None
+    result: Any
+    error: str | None
+    attempts: int
+    max_attempts: int
+    priority: int
+    created_at: str
+    run_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool
+    schedule_id: str | None
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskType(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, Any]
+    max_attempts: int
+    timeout: float | None
+    schedule: str | None
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    task: str
+    params: dict[str, Any]
+    trigger: str
+    next_run_at: str | None
+    paused: bool
+
+
+class Health(BaseModel):
+    status: str
+    worker: str
+    running: int
+
+
+class FileOut(BaseModel):
+    id: str
+    filename: str
+    size: int
+    sha256: str
+    created_at: str
+
+
+class ErrorOut(BaseModel):
+    detail: Any
