@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-STATIC_DIR = Path(__file__).resolve().parents[3] / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 # The page needs no token; the API calls it makes do.
 router = APIRouter(include_in_schema=False)
 openapi_router = APIRouter(include_in_schema=False)
