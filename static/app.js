@@ -1,6 +1,13 @@
 // The dashboard: plain DOM, no framework. Everything that comes from the API is put on the
 // page as text (textContent, attribute values), never parsed as HTML.
 
+import { $, h, setText, timeNode } from "./js/dom.js";
+import {
+  between, formatPercent, fullTime, json, oneLine, paramsSummary, parseTime, percent, relative,
+  shortId, shortTime,
+} from "./js/format.js";
+import { toast } from "./js/toast.js";
+
 const TOKEN_KEY = "tasks.apiToken";
 const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
@@ -9,131 +16,7 @@ const MAX_LIVE_ROWS = 200; // rows kept while live inserts push older ones down
 const BACKOFF_FIRST = 1000;
 const BACKOFF_MAX = 30000;
 
-const $ = (selector) => document.querySelector(selector);
-
-// -- small DOM helpers ----------------------------------------------------------------------
-
-/** An element with properties/attributes from `props` and text or node children. */
-function h(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key === "dataset") Object.assign(node.dataset, value);
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (key in node && !key.startsWith("aria")) node[key] = value;
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    node.append(child instanceof Node ? child : String(child));
-  }
-  return node;
-}
-
-function setText(node, text) {
-  const value = text ?? "";
-  if (node.textContent !== value) node.textContent = value;
-}
-
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function shortId(id) {
-  return id.length > 8 ? id.slice(-8) : id;
-}
-
-function json(value, indent = 2) {
-  return JSON.stringify(value, null, indent);
-}
-
-/** `seconds=3 · steps=30`: a task's params on one line. */
-function paramsSummary(params) {
-  const parts = Object.entries(params ?? {})
-    .filter(([, value]) => value !== null)
-    .map(([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`);
-  const line = parts.join(" · ");
-  return line.length > 90 ? `${line.slice(0, 89)}…` : line;
-}
-
-function oneLine(text, max = 80) {
-  const line = String(text).replace(/\s+/g, " ").trim();
-  return line.length > max ? `${line.slice(0, max - 1)}…` : line;
-}
-
-// -- time -----------------------------------------------------------------------------------
-
-const timeFormat = new Intl.DateTimeFormat(undefined, {
-  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-});
-const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
-  month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
-});
-const fullFormat = new Intl.DateTimeFormat(undefined, {
-  year: "numeric", month: "short", day: "numeric",
-  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
-});
-
-function parseTime(iso) {
-  if (!iso) return null;
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? null : date;
-}
-
-function shortTime(iso) {
-  const date = parseTime(iso);
-  if (!date) return "";
-  const now = new Date();
-  return date.toDateString() === now.toDateString() ? timeFormat.format(date) : dateTimeFormat.format(date);
-}
-
-function fullTime(iso) {
-  const date = parseTime(iso);
-  return date ? fullFormat.format(date) : "";
-}
-
-function duration(seconds) {
-  if (seconds < 0) seconds = 0;
-  if (seconds < 10) return `${seconds.toFixed(1)} s`;
-  if (seconds < 90) return `${Math.round(seconds)} s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 90) return `${minutes} min ${Math.round(seconds % 60)} s`;
-  const hours = Math.floor(minutes / 60);
-  if (hours < 48) return `${hours} h ${minutes % 60} min`;
-  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
-}
-
-function between(startIso, endIso) {
-  const start = parseTime(startIso);
-  const end = parseTime(endIso);
-  return start && end ? duration((end - start) / 1000) : "";
-}
-
-/** "in 12 s" / "3 min ago" from now. */
-function relative(iso) {
-  const date = parseTime(iso);
-  if (!date) return "";
-  const seconds = (date - Date.now()) / 1000;
-  if (Math.abs(seconds) < 1) return "now";
-  return seconds > 0 ? `in ${duration(seconds)}` : `${duration(-seconds)} ago`;
-}
-
-function timeNode(iso, text, className) {
-  return h("time", { dateTime: iso ?? "", title: fullTime(iso), className, text });
-}
-
-// -- toasts ---------------------------------------------------------------------------------
-
-function toast(message, kind = "info") {
-  const node = h("div", { className: `toast toast-${kind}`, role: kind === "error" ? "alert" : "status" });
-  node.append(h("span", { text: message }));
-  node.append(h("button", {
-    type: "button", className: "toast-close", "aria-label": "Dismiss", text: "✕",
-    onclick: () => node.remove(),
-  }));
-  $("#toasts").append(node);
-  setTimeout(() => node.remove(), kind === "error" ? 8000 : 4000);
-}
 
 // -- the API, with the bearer token ---------------------------------------------------------
 
@@ -612,10 +495,6 @@ function statusNote(task) {
   return "";
 }
 
-function percent(progress) {
-  return Math.max(0, Math.min(100, Number(progress)));
-}
-
 /** A <progress> bar (indeterminate while the task has reported none). */
 function progressBar(label) {
   return h("progress", { max: 100, "aria-label": label });
@@ -630,12 +509,6 @@ function setProgress(bar, progress) {
   const value = percent(progress);
   bar.value = value;
   bar.setAttribute("aria-valuenow", String(Math.round(value * 10) / 10));
-}
-
-function formatPercent(progress) {
-  if (progress === null || progress === undefined) return "";
-  const value = percent(progress);
-  return `${value < 10 && value % 1 ? value.toFixed(1) : Math.round(value)}%`;
 }
 
 function updateRow(row, task) {
