@@ -9,7 +9,6 @@ import {
 import { toast } from "./js/toast.js";
 
 const TOKEN_KEY = "tasks.apiToken";
-const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const PAGE_SIZE = 50;
 const MAX_LIVE_ROWS = 200; // rows kept while live inserts push older ones down
