@@ -6,9 +6,11 @@ import {
   between, formatPercent, fullTime, json, oneLine, paramsSummary, parseTime, percent, relative,
   shortId, shortTime,
 } from "./js/format.js";
+import { ApiError, api, describeError, errorLocation } from "./js/api.js";
+import { setLive } from "./js/live.js";
+import { askForToken, authHeaders, currentToken, setupTokenDialog } from "./js/token.js";
 import { toast } from "./js/toast.js";
 
-const TOKEN_KEY = "tasks.apiToken";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const PAGE_SIZE = 50;
 const MAX_LIVE_ROWS = 200; // rows kept while live inserts push older ones down
@@ -16,133 +18,6 @@ const BACKOFF_FIRST = 1000;
 const BACKOFF_MAX = 30000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// -- the API, with the bearer token ---------------------------------------------------------
-
-class ApiError extends Error {
-  constructor(status, detail) {
-    super(typeof detail === "string" ? detail : `HTTP ${status}`);
-    this.status = status;
-    this.detail = detail;
-  }
-}
-
-let tokenWaiter = null;
-let tokenResolve = null;
-
-function currentToken() {
-  try {
-    return sessionStorage.getItem(TOKEN_KEY);
-  } catch {
-    return null;
-  }
-}
-
-function authHeaders(token = currentToken()) {
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-
-/** Wait until the user gives a token (the request sent with `refused` got a 401). */
-function askForToken(refused) {
-  const now = currentToken();
-  if (now && now !== refused) return Promise.resolve(); // someone already entered a new one
-  if (now) sessionStorage.removeItem(TOKEN_KEY);
-  updateTokenButton();
-  if (!tokenWaiter) {
-    tokenWaiter = new Promise((resolve) => { tokenResolve = resolve; });
-    setLive("locked");
-    const error = $("#token-error");
-    error.hidden = !refused;
-    error.textContent = refused ? "That token was refused. Check it and try again." : "";
-    const dialog = $("#token-dialog");
-    if (!dialog.open) dialog.showModal();
-    $("#token-input").value = "";
-    $("#token-input").focus();
-  }
-  return tokenWaiter;
-}
-
-function setupTokenDialog() {
-  const dialog = $("#token-dialog");
-  $("#token-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const token = $("#token-input").value.trim();
-    if (!token) return;
-    sessionStorage.setItem(TOKEN_KEY, token);
-    updateTokenButton();
-    const resolve = tokenResolve;
-    tokenWaiter = null;
-    tokenResolve = null;
-    dialog.close();
-    if (resolve) resolve();
-  });
-  // Nothing works without the token: Escape does not dismiss the prompt (and if the browser
-  // closes it anyway, it comes back).
-  dialog.addEventListener("cancel", (event) => event.preventDefault());
-  dialog.addEventListener("close", () => {
-    if (tokenWaiter) setTimeout(() => { if (tokenWaiter && !dialog.open) dialog.showModal(); }, 0);
-  });
-  $("#forget-token").addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    updateTokenButton();
-    restart();
-  });
-  updateTokenButton();
-}
-
-function updateTokenButton() {
-  $("#forget-token").hidden = !currentToken();
-}
-
-async function readBody(response) {
-  const text = await response.text();
-  if (!text) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
-
-/** Call the API; on 401, ask for the token and try again. Errors throw ApiError. */
-async function api(method, path, body) {
-  for (;;) {
-    const token = currentToken();
-    const headers = { Accept: "application/json", ...authHeaders(token) };
-    const init = { method, headers, cache: "no-store" };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(path, init);
-    } catch {
-      throw new ApiError(0, "The service cannot be reached.");
-    }
-    if (response.status === 401) {
-      await askForToken(token);
-      continue;
-    }
-    const data = await readBody(response);
-    if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : data);
-    return data;
-  }
-}
-
-/** A readable line for any error detail FastAPI sends (a string or a list of errors). */
-function describeError(error) {
-  if (!(error instanceof ApiError)) return String(error?.message ?? error);
-  const { detail, status } = error;
-  if (typeof detail === "string" && detail) return detail;
-  if (Array.isArray(detail)) return detail.map((item) => `${errorLocation(item)}: ${item.msg}`).join("; ");
-  return `The service answered ${status}.`;
-}
-
-function errorLocation(item) {
-  const loc = Array.isArray(item?.loc) ? item.loc.filter((part, i) => !(i === 0 && part === "body")) : [];
-  return loc.length ? loc.join(".") : "request";
-}
 
 // -- event streams (fetch, so the Authorization header can be sent) -------------------------
 
@@ -194,29 +69,6 @@ function parseTask(data) {
     return task && typeof task.id === "string" ? task : null;
   } catch {
     return null;
-  }
-}
-
-let liveTimer = null;
-
-function setLive(state, retryAt) {
-  const node = $("#live");
-  node.dataset.state = state;
-  clearInterval(liveTimer);
-  const labels = {
-    connecting: "Connecting…",
-    live: "Live",
-    locked: "Waiting for token",
-  };
-  if (state === "reconnecting") {
-    const show = () => {
-      const seconds = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
-      node.textContent = seconds ? `Reconnecting in ${seconds} s` : "Reconnecting…";
-    };
-    show();
-    liveTimer = setInterval(show, 500);
-  } else {
-    node.textContent = labels[state] ?? state;
   }
 }
 
@@ -1167,7 +1019,7 @@ function restart() {
 }
 
 function main() {
-  setupTokenDialog();
+  setupTokenDialog({ onForget: restart });
   setupFilters();
   setupDetail();
   setupStartForm();
