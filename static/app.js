@@ -8,132 +8,41 @@ import {
 } from "./js/format.js";
 import { ApiError, api, describeError, errorLocation } from "./js/api.js";
 import { setLive } from "./js/live.js";
-import { askForToken, authHeaders, currentToken, setupTokenDialog } from "./js/token.js";
+import { follow, parseTask } from "./js/events.js";
+import { setupTokenDialog } from "./js/token.js";
 import { toast } from "./js/toast.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const PAGE_SIZE = 50;
 const MAX_LIVE_ROWS = 200; // rows kept while live inserts push older ones down
-const BACKOFF_FIRST = 1000;
-const BACKOFF_MAX = 30000;
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// -- event streams (fetch, so the Authorization header can be sent) -------------------------
-
-/** Read an SSE body, calling onEvent({event, data}) and onComment(text); resolves at its end. */
-async function readEventStream(body, { onEvent, onComment }) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  let eventName = "";
-  let data = [];
-  const line = (text) => {
-    if (text === "") {
-      if (data.length) onEvent({ event: eventName || "message", data: data.join("\n") });
-      eventName = "";
-      data = [];
-      return;
-    }
-    if (text.startsWith(":")) {
-      onComment(text.slice(1).trim());
-      return;
-    }
-    const colon = text.indexOf(":");
-    const field = colon === -1 ? text : text.slice(0, colon);
-    let value = colon === -1 ? "" : text.slice(colon + 1);
-    if (value.startsWith(" ")) value = value.slice(1);
-    if (field === "event") eventName = value;
-    else if (field === "data") data.push(value);
-  };
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += value;
-      let match;
-      while ((match = /\r\n|\r|\n/.exec(buffer))) {
-        // A lone \r at the very end may be the first half of \r\n: wait for more.
-        if (match[0] === "\r" && match.index === buffer.length - 1) break;
-        line(buffer.slice(0, match.index));
-        buffer = buffer.slice(match.index + match[0].length);
-      }
-    }
-  } finally {
-    reader.releaseLock();
-  }
-}
-
-function parseTask(data) {
-  try {
-    const task = JSON.parse(data);
-    return task && typeof task.id === "string" ? task : null;
-  } catch {
-    return null;
-  }
-}
+// -- the dashboard's event stream -----------------------------------------------------------
 
 /** GET /events for as long as the page lives: every task change, reconnecting with backoff. */
-const feed = { controller: null, generation: 0 };
+let feedController = null;
 
-async function runFeed() {
-  const generation = ++feed.generation;
-  let backoff = BACKOFF_FIRST;
-  while (generation === feed.generation) {
-    const token = currentToken();
-    const controller = new AbortController();
-    feed.controller = controller;
-    setLive("connecting");
-    try {
-      const response = await fetch("/events", {
-        headers: { Accept: "text/event-stream", ...authHeaders(token) },
-        cache: "no-store",
-        signal: controller.signal,
-      });
-      if (response.status === 401) {
-        await askForToken(token);
-        continue;
-      }
-      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
-      // The service says ": connected" once it listens; changes from then on arrive here,
-      // so the list is read only then, and nothing falls between the two.
-      let opened = false;
-      const open = () => {
-        if (opened || generation !== feed.generation) return;
-        opened = true;
-        clearTimeout(fallback);
-        backoff = BACKOFF_FIRST;
-        setLive("live");
-        reloadTasks();
-      };
-      const fallback = setTimeout(open, 2000); // a service that never says so
-      try {
-        await readEventStream(response.body, {
-          onComment: (text) => { if (text === "connected") open(); },
-          onEvent: ({ event, data }) => {
-            open();
-            if (event !== "task") return;
-            const task = parseTask(data);
-            if (task) receiveTask(task);
-          },
-        });
-      } finally {
-        clearTimeout(fallback);
-      }
-    } catch {
-      if (controller.signal.aborted && generation !== feed.generation) return;
-    }
-    if (generation !== feed.generation) return;
-    if (!tasks.loadedOnce) reloadTasks(); // show what we can, even without the stream
-    const retryAt = Date.now() + backoff;
-    setLive("reconnecting", retryAt);
-    await sleep(backoff);
-    backoff = Math.min(backoff * 2, BACKOFF_MAX);
-  }
+function runFeed() {
+  feedController = new AbortController();
+  follow("/events", {
+    signal: feedController.signal,
+    onState: setLive,
+    // Changes from the moment the service listens arrive on the stream, so the list is read
+    // only then, and nothing falls between the two.
+    onOpen: () => reloadTasks(),
+    onEvent: ({ event, data }) => {
+      if (event !== "task") return;
+      const task = parseTask(data);
+      if (task) receiveTask(task);
+    },
+    onClose: () => {
+      if (!tasks.loadedOnce) reloadTasks(); // show what we can, even without the stream
+    },
+  });
 }
 
 function stopFeed() {
-  feed.generation += 1;
-  feed.controller?.abort();
+  feedController?.abort();
+  feedController = null;
 }
 
 // -- the task list --------------------------------------------------------------------------
@@ -528,44 +437,19 @@ function setupDetail() {
 }
 
 /** GET /tasks/{id}/events while the drawer shows that task: its own changes, every one. */
-async function followDetail(id) {
-  const controller = new AbortController();
-  detail.controller = controller;
-  let backoff = BACKOFF_FIRST;
-  while (!controller.signal.aborted) {
-    const token = currentToken();
-    try {
-      const response = await fetch(`/tasks/${encodeURIComponent(id)}/events`, {
-        headers: { Accept: "text/event-stream", ...authHeaders(token) },
-        cache: "no-store",
-        signal: controller.signal,
-      });
-      if (response.status === 401) {
-        await askForToken(token);
-        continue;
-      }
-      if (response.status === 404) {
-        showDetailMissing(id);
-        return;
-      }
-      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
-      await readEventStream(response.body, {
-        onComment: () => {},
-        onEvent: ({ event, data }) => {
-          if (event !== "task" || controller.signal.aborted) return;
-          const task = parseTask(data);
-          if (!task || task.id !== id) return;
-          backoff = BACKOFF_FIRST;
-          showDetail(task);
-        },
-      });
-    } catch {
-      if (controller.signal.aborted) return;
-    }
-    if (detail.task && TERMINAL.has(detail.task.status)) return; // the stream ends there
-    await sleep(backoff);
-    backoff = Math.min(backoff * 2, BACKOFF_MAX);
-  }
+function followDetail(id) {
+  detail.controller = new AbortController();
+  follow(`/tasks/${encodeURIComponent(id)}/events`, {
+    signal: detail.controller.signal,
+    onEvent: ({ event, data }) => {
+      if (event !== "task") return;
+      const task = parseTask(data);
+      if (task && task.id === id) showDetail(task);
+    },
+    onMissing: () => showDetailMissing(id),
+    // The service ends the stream once the task has finished: nothing more will come.
+    onClose: () => !(detail.task && TERMINAL.has(detail.task.status)),
+  });
 }
 
 function showDetailMissing(id) {
