@@ -2,19 +2,17 @@
 // page as text (textContent, attribute values), never parsed as HTML.
 
 import { $, h, setText, timeNode } from "./js/dom.js";
-import {
-  between, formatPercent, fullTime, json, oneLine, paramsSummary, parseTime, percent, relative,
-  shortId, shortTime,
-} from "./js/format.js";
+import { between, formatPercent, fullTime, json, paramsSummary, parseTime, relative, shortId } from "./js/format.js";
 import { ApiError, api, describeError, errorLocation } from "./js/api.js";
 import { setLive } from "./js/live.js";
 import { follow, parseTask } from "./js/events.js";
 import { setupTokenDialog } from "./js/token.js";
+import { progressBar, setProgress } from "./js/progress.js";
+import { actionButtons } from "./js/task-actions.js";
+import {
+  TERMINAL, hasLoaded, receiveTask, reloadTasks, resetTasks, setupTaskList, shownRow,
+} from "./js/tasks-list.js";
 import { toast } from "./js/toast.js";
-
-const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-const PAGE_SIZE = 50;
-const MAX_LIVE_ROWS = 200; // rows kept while live inserts push older ones down
 
 // -- the dashboard's event stream -----------------------------------------------------------
 
@@ -35,7 +33,7 @@ function runFeed() {
       if (task) receiveTask(task);
     },
     onClose: () => {
-      if (!tasks.loadedOnce) reloadTasks(); // show what we can, even without the stream
+      if (!hasLoaded()) reloadTasks(); // show what we can, even without the stream
     },
   });
 }
@@ -45,359 +43,12 @@ function stopFeed() {
   feedController = null;
 }
 
-// -- the task list --------------------------------------------------------------------------
-
-const tasks = {
-  rows: new Map(), // id -> {task, tr, cells}
-  nextCursor: null,
-  loading: 0, // a list read in flight: live changes wait in `held`
-  held: [],
-  loadSeq: 0,
-  loadedOnce: false,
-  keep: PAGE_SIZE,
-};
-
-function filters() {
-  const statuses = [...document.querySelectorAll('#filters input[name="status"]:checked')].map((box) => box.value);
-  const name = $("#filter-name").value.trim();
-  return { statuses, name };
-}
-
-function matchesFilters(task) {
-  const { statuses, name } = filters();
-  return (!statuses.length || statuses.includes(task.status)) && (!name || task.name === name);
-}
-
-function listQuery(cursor) {
-  const { statuses, name } = filters();
-  const query = new URLSearchParams();
-  for (const status of statuses) query.append("status", status);
-  if (name) query.set("name", name);
-  query.set("limit", String(PAGE_SIZE));
-  if (cursor) query.set("cursor", cursor);
-  return `/tasks?${query}`;
-}
-
-/** Newest first, as the API orders them: by creation time, then id. */
-function newerThan(a, b) {
-  if (a.created_at !== b.created_at) return a.created_at > b.created_at;
-  return a.id > b.id;
-}
-
-async function reloadTasks() {
-  const seq = ++tasks.loadSeq;
-  tasks.loading += 1;
-  $("#task-table").setAttribute("aria-busy", "true");
-  try {
-    const page = await api("GET", listQuery(null));
-    if (seq !== tasks.loadSeq) return;
-    tasks.rows.clear();
-    $("#task-rows").replaceChildren();
-    for (const task of page.items) appendRow(task);
-    tasks.nextCursor = page.next_cursor;
-    tasks.keep = Math.max(PAGE_SIZE, page.items.length);
-    tasks.loadedOnce = true;
-    showListError(null);
-  } catch (error) {
-    if (seq === tasks.loadSeq) showListError(`Cannot load tasks: ${describeError(error)}`);
-  } finally {
-    tasks.loading -= 1;
-    if (!tasks.loading) releaseHeld();
-    if (seq === tasks.loadSeq) $("#task-table").setAttribute("aria-busy", "false");
-    updateListFoot();
-  }
-}
-
-async function loadOlder() {
-  if (!tasks.nextCursor) return;
-  const seq = tasks.loadSeq;
-  const button = $("#older");
-  button.disabled = true;
-  tasks.loading += 1;
-  try {
-    const page = await api("GET", listQuery(tasks.nextCursor));
-    if (seq !== tasks.loadSeq) return;
-    for (const task of page.items) {
-      if (!tasks.rows.has(task.id)) appendRow(task);
-    }
-    tasks.nextCursor = page.next_cursor;
-    tasks.keep = Math.max(tasks.keep, tasks.rows.size);
-  } catch (error) {
-    toast(`Cannot load older tasks: ${describeError(error)}`, "error");
-  } finally {
-    button.disabled = false;
-    tasks.loading -= 1;
-    if (!tasks.loading) releaseHeld();
-    updateListFoot();
-  }
-}
-
-function releaseHeld() {
-  const held = tasks.held;
-  tasks.held = [];
-  for (const task of held) applyTask(task);
-}
-
-function showListError(message) {
-  const node = $("#tasks-error");
-  node.hidden = !message;
-  node.textContent = message ?? "";
-}
-
-function updateListFoot() {
-  const count = tasks.rows.size;
-  $("#tasks-empty").hidden = count > 0 || !tasks.loadedOnce;
-  $("#tasks-count").textContent = count ? `${count} task${count === 1 ? "" : "s"} shown` : "";
-  $("#older").hidden = !tasks.nextCursor;
-}
-
-/** A task from the event stream (or an action's answer). */
-function receiveTask(task) {
-  if (tasks.loading) tasks.held.push(task);
-  else applyTask(task);
-}
-
-/** Is `task` older news than what the row shows? (A slow answer can trail the stream.) */
-function isStale(task, shown) {
-  if (TERMINAL.has(shown.status)) return !TERMINAL.has(task.status) || task.status !== shown.status;
-  return task.attempts < shown.attempts;
-}
-
-function applyTask(task) {
-  const row = tasks.rows.get(task.id);
-  if (row) {
-    if (!isStale(task, row.task)) updateRow(row, task);
-    return;
-  }
-  if (!matchesFilters(task)) return;
-  const rowsNode = $("#task-rows");
-  // Where does it go? Usually at the top; after older rows only if we hold every older one.
-  let before = null;
-  for (const other of rowsNode.children) {
-    const otherTask = tasks.rows.get(other.dataset.taskId)?.task;
-    if (otherTask && newerThan(task, otherTask)) {
-      before = other;
-      break;
-    }
-  }
-  if (!before && tasks.nextCursor) return; // it belongs to a page not loaded yet
-  const created = buildRow(task);
-  rowsNode.insertBefore(created.tr, before);
-  created.tr.classList.add("row-new");
-  setTimeout(() => created.tr.classList.remove("row-new"), 1500);
-  trimRows();
-  updateListFoot();
-}
-
-/** Live inserts push rows down; keep the table to a sane size (the rest are a page away). */
-function trimRows() {
-  const limit = Math.max(MAX_LIVE_ROWS, tasks.keep);
-  const rowsNode = $("#task-rows");
-  if (rowsNode.children.length <= limit) return;
-  while (rowsNode.children.length > limit) {
-    const last = rowsNode.lastElementChild;
-    tasks.rows.delete(last.dataset.taskId);
-    last.remove();
-  }
-  // The list's cursor is the id of the last task shown: go on from the last row kept.
-  tasks.nextCursor = rowsNode.lastElementChild.dataset.taskId;
-}
-
-function appendRow(task) {
-  const row = buildRow(task);
-  $("#task-rows").append(row.tr);
-}
-
-function buildRow(task) {
-  const tr = h("tr", { tabIndex: 0, dataset: { taskId: task.id } });
-  const cells = {
-    id: h("td", { className: "col-id" }, h("code", { title: task.id, text: shortId(task.id) })),
-    name: h("td", { className: "col-name" }),
-    status: h("td", { className: "col-status" }),
-    progress: h("td", { className: "col-progress" }),
-    created: h("td", { className: "col-created" }, timeNode(task.created_at, shortTime(task.created_at))),
-    attempts: h("td", { className: "col-attempts" }),
-    actions: h("td", { className: "col-actions" }),
-  };
-  cells.name.append(
-    h("span", { className: "task-name", text: task.name }),
-    h("span", { className: "params-summary", text: paramsSummary(task.params) }),
-  );
-  tr.append(...Object.values(cells));
-  tr.addEventListener("click", (event) => {
-    if (event.target.closest("button, a, input")) return;
-    openDetail(task.id);
-  });
-  tr.addEventListener("keydown", (event) => {
-    if (event.target === tr && (event.key === "Enter" || event.key === " ")) {
-      event.preventDefault();
-      openDetail(task.id);
-    }
-  });
-  const row = { task, tr, cells, actionsKey: null };
-  tasks.rows.set(task.id, row);
-  updateRow(row, task);
-  return row;
-}
-
-function statusBadge(status) {
-  return h("span", { className: "badge", dataset: { status }, text: status });
-}
-
-/** Under the status: why a pending task waits, or that a cancel was asked for. */
-function statusNote(task) {
-  if (task.status === "running" && task.cancel_requested) return "cancelling…";
-  if (task.status === "pending") {
-    const runAt = parseTime(task.run_at);
-    if (task.error && task.attempts > 0) return `retry at ${shortTime(task.run_at)}`;
-    if (runAt && runAt - Date.now() > 1000) return `at ${shortTime(task.run_at)}`;
-  }
-  return "";
-}
-
-/** A <progress> bar (indeterminate while the task has reported none). */
-function progressBar(label) {
-  return h("progress", { max: 100, "aria-label": label });
-}
-
-function setProgress(bar, progress) {
-  if (progress === null || progress === undefined) {
-    bar.removeAttribute("value");
-    bar.removeAttribute("aria-valuenow");
-    return;
-  }
-  const value = percent(progress);
-  bar.value = value;
-  bar.setAttribute("aria-valuenow", String(Math.round(value * 10) / 10));
-}
-
-function updateRow(row, task) {
-  const { tr, cells } = row;
-  row.task = task;
-  tr.dataset.status = task.status;
-
-  const badge = cells.status.querySelector(".badge");
-  if (!badge) cells.status.append(statusBadge(task.status), h("span", { className: "status-note" }));
-  else {
-    badge.dataset.status = task.status;
-    setText(badge, task.status);
-  }
-  setText(cells.status.querySelector(".status-note"), statusNote(task));
-
-  // Progress: a bar while running; the outcome once finished.
-  const shape = task.status === "running" ? "bar" : `text-${task.status}`;
-  if (cells.progress.dataset.shape !== shape) {
-    cells.progress.dataset.shape = shape;
-    cells.progress.replaceChildren();
-    if (shape === "bar") {
-      cells.progress.append(
-        h("div", { className: "progress-line" },
-          progressBar(`Progress of ${task.name} ${shortId(task.id)}`),
-          h("span", { className: "progress-text" })),
-        h("span", { className: "progress-message" }),
-      );
-    } else {
-      cells.progress.append(h("span", { className: "outcome" }));
-    }
-  }
-  if (shape === "bar") {
-    setProgress(cells.progress.querySelector("progress"), task.progress);
-    setText(cells.progress.querySelector(".progress-text"), formatPercent(task.progress));
-    setText(cells.progress.querySelector(".progress-message"), task.message ? oneLine(task.message, 60) : "");
-  } else {
-    const outcome = cells.progress.querySelector(".outcome");
-    let text = "";
-    if (task.status === "failed" || (task.status === "pending" && task.error)) text = task.error ?? "";
-    else if (task.status === "completed" && task.result !== null && task.result !== undefined) {
-      text = `→ ${typeof task.result === "string" ? task.result : JSON.stringify(task.result)}`;
-    } else if (task.status === "cancelled") {
-      if (task.progress !== null && task.progress !== undefined) text = `stopped at ${formatPercent(task.progress)}`;
-      else if (task.started_at && task.finished_at) text = `stopped after ${between(task.started_at, task.finished_at)}`;
-      else if (!task.started_at) text = "never started";
-    } else if (task.status === "pending" && !task.error) {
-      const runAt = parseTime(task.run_at);
-      if (!runAt || runAt - Date.now() <= 1000) text = "queued";
-    }
-    setText(outcome, oneLine(text, 70));
-    outcome.title = text.length > 70 ? text : "";
-    outcome.dataset.kind = task.error ? "error" : "result";
-  }
-
-  setText(cells.attempts, `${task.attempts} / ${task.max_attempts}`);
-  cells.attempts.title = `${task.attempts} attempt${task.attempts === 1 ? "" : "s"} of at most ${task.max_attempts}`;
-
-  const actionsKey = `${task.status}:${task.cancel_requested}`;
-  if (row.actionsKey !== actionsKey) {
-    row.actionsKey = actionsKey;
-    cells.actions.replaceChildren(...actionButtons(task));
-  }
-}
-
-function actionButtons(task) {
-  const label = `${task.name} ${shortId(task.id)}`;
-  const buttons = [];
-  if (task.status === "pending" || task.status === "running") {
-    buttons.push(h("button", {
-      type: "button", className: "btn btn-small btn-danger", dataset: { action: "cancel" },
-      disabled: task.cancel_requested, "aria-label": `Cancel ${label}`, text: "Cancel",
-      onclick: (event) => cancelTask(task.id, event.currentTarget),
-    }));
-  }
-  if (task.status === "failed" || task.status === "cancelled") {
-    buttons.push(h("button", {
-      type: "button", className: "btn btn-small", dataset: { action: "retry" },
-      "aria-label": `Retry ${label}`, text: "Retry",
-      onclick: (event) => retryTask(task.id, event.currentTarget),
-    }));
-  }
-  return buttons;
-}
-
-async function cancelTask(id, button) {
-  if (button) button.disabled = true;
-  try {
-    const task = await api("POST", `/tasks/${encodeURIComponent(id)}/cancel`);
-    receiveTask(task);
-  } catch (error) {
-    toast(`Cannot cancel: ${describeError(error)}`, "error");
-    if (button) button.disabled = false;
-  }
-}
-
-async function retryTask(id, button) {
-  if (button) button.disabled = true;
-  try {
-    const task = await api("POST", `/tasks/${encodeURIComponent(id)}/retry`);
-    receiveTask(task);
-    toast(`Retrying as ${task.name} ${shortId(task.id)}`);
-  } catch (error) {
-    toast(`Cannot retry: ${describeError(error)}`, "error");
-  } finally {
-    if (button) button.disabled = false;
-  }
-}
-
-function setupFilters() {
-  let timer = null;
-  const form = $("#filters");
-  form.addEventListener("submit", (event) => event.preventDefault());
-  form.addEventListener("change", () => {
-    clearTimeout(timer);
-    reloadTasks();
-  });
-  $("#filter-name").addEventListener("input", () => {
-    clearTimeout(timer);
-    timer = setTimeout(reloadTasks, 300);
-  });
-  $("#older").addEventListener("click", loadOlder);
-}
-
 // -- the task detail ------------------------------------------------------------------------
 
 const detail = { task: null, controller: null, slots: null };
 
 function openDetail(id) {
-  const known = tasks.rows.get(id)?.task;
+  const known = shownRow(id)?.task;
   closeDetailStream();
   detail.task = null;
   detail.slots = buildDetail();
@@ -498,7 +149,7 @@ function showDetail(task) {
   const slots = detail.slots;
   if (!slots) return;
   detail.task = task;
-  detail.lastRow = tasks.rows.get(task.id)?.tr ?? detail.lastRow;
+  detail.lastRow = shownRow(task.id)?.tr ?? detail.lastRow;
   setText($("#detail-title"), task.name);
   setText($("#detail-id"), task.id);
   const badge = $("#detail-status");
@@ -540,7 +191,7 @@ function showDetail(task) {
   const key = `${task.status}:${task.cancel_requested}`;
   if (slots.actionsKey !== key) {
     slots.actionsKey = key;
-    slots.actions.replaceChildren(...actionButtons(task));
+    slots.actions.replaceChildren(...actionButtons(task, receiveTask));
   }
 }
 
@@ -891,12 +542,7 @@ function tickSchedules() {
 
 function restart() {
   stopFeed();
-  tasks.loadedOnce = false;
-  tasks.loadSeq += 1;
-  tasks.rows.clear();
-  tasks.nextCursor = null;
-  $("#task-rows").replaceChildren();
-  updateListFoot();
+  resetTasks();
   loadTaskTypes();
   loadSchedules();
   runFeed();
@@ -904,7 +550,7 @@ function restart() {
 
 function main() {
   setupTokenDialog({ onForget: restart });
-  setupFilters();
+  setupTaskList({ onOpen: openDetail });
   setupDetail();
   setupStartForm();
   setInterval(tickSchedules, 1000);
