@@ -2,16 +2,13 @@
 // page as text (textContent, attribute values), never parsed as HTML.
 
 import { $, h, setText, timeNode } from "./js/dom.js";
-import { between, formatPercent, fullTime, json, paramsSummary, parseTime, relative, shortId } from "./js/format.js";
+import { json, paramsSummary, parseTime, relative, shortId } from "./js/format.js";
 import { ApiError, api, describeError, errorLocation } from "./js/api.js";
 import { setLive } from "./js/live.js";
 import { follow, parseTask } from "./js/events.js";
 import { setupTokenDialog } from "./js/token.js";
-import { progressBar, setProgress } from "./js/progress.js";
-import { actionButtons } from "./js/task-actions.js";
-import {
-  TERMINAL, hasLoaded, receiveTask, reloadTasks, resetTasks, setupTaskList, shownRow,
-} from "./js/tasks-list.js";
+import { openDetail, setupDetail } from "./js/detail.js";
+import { hasLoaded, receiveTask, reloadTasks, resetTasks, setupTaskList } from "./js/tasks-list.js";
 import { toast } from "./js/toast.js";
 
 // -- the dashboard's event stream -----------------------------------------------------------
@@ -41,158 +38,6 @@ function runFeed() {
 function stopFeed() {
   feedController?.abort();
   feedController = null;
-}
-
-// -- the task detail ------------------------------------------------------------------------
-
-const detail = { task: null, controller: null, slots: null };
-
-function openDetail(id) {
-  const known = shownRow(id)?.task;
-  closeDetailStream();
-  detail.task = null;
-  detail.slots = buildDetail();
-  const dialog = $("#task-detail");
-  if (known) showDetail(known);
-  else {
-    setText($("#detail-title"), "Loading…");
-    setText($("#detail-id"), id);
-  }
-  if (!dialog.open) dialog.showModal();
-  followDetail(id);
-}
-
-function closeDetailStream() {
-  detail.controller?.abort();
-  detail.controller = null;
-}
-
-function setupDetail() {
-  const dialog = $("#task-detail");
-  $("#detail-close").addEventListener("click", () => dialog.close());
-  dialog.addEventListener("close", () => {
-    closeDetailStream();
-    detail.task = null;
-    const row = detail.lastRow;
-    if (row && row.isConnected) row.focus();
-  });
-  // A click on the backdrop (outside the drawer) closes it.
-  dialog.addEventListener("click", (event) => {
-    if (event.target === dialog) {
-      const box = dialog.getBoundingClientRect();
-      const inside = event.clientX >= box.left && event.clientX <= box.right
-        && event.clientY >= box.top && event.clientY <= box.bottom;
-      if (!inside) dialog.close();
-    }
-  });
-}
-
-/** GET /tasks/{id}/events while the drawer shows that task: its own changes, every one. */
-function followDetail(id) {
-  detail.controller = new AbortController();
-  follow(`/tasks/${encodeURIComponent(id)}/events`, {
-    signal: detail.controller.signal,
-    onEvent: ({ event, data }) => {
-      if (event !== "task") return;
-      const task = parseTask(data);
-      if (task && task.id === id) showDetail(task);
-    },
-    onMissing: () => showDetailMissing(id),
-    // The service ends the stream once the task has finished: nothing more will come.
-    onClose: () => !(detail.task && TERMINAL.has(detail.task.status)),
-  });
-}
-
-function showDetailMissing(id) {
-  setText($("#detail-title"), "No such task");
-  setText($("#detail-id"), id);
-  $("#detail-body").replaceChildren(h("p", { className: "empty", text: "It may have been purged." }));
-}
-
-function section(title, ...content) {
-  return h("section", { className: "detail-section" }, h("h3", { text: title }), ...content);
-}
-
-function buildDetail() {
-  const slot = (tag, props = {}) => h(tag, props);
-  const slots = {
-    progressSection: null,
-    bar: progressBar("Progress"),
-    percent: slot("span", { className: "progress-text", id: "detail-percent" }),
-    message: slot("p", { className: "progress-message", id: "detail-message" }),
-    facts: slot("dl", { className: "facts", id: "detail-facts" }),
-    params: slot("pre", { className: "code", id: "detail-params" }),
-    resultSection: null,
-    result: slot("pre", { className: "code", id: "detail-result" }),
-    errorSection: null,
-    error: slot("pre", { className: "code code-error", id: "detail-error" }),
-    actions: slot("div", { className: "detail-actions", id: "detail-actions" }),
-    actionsKey: null,
-  };
-  slots.bar.id = "detail-progress";
-  slots.progressSection = section("Progress",
-    h("div", { className: "progress-line" }, slots.bar, slots.percent), slots.message);
-  slots.resultSection = section("Result", slots.result);
-  slots.errorSection = section("Error", slots.error);
-  $("#detail-body").replaceChildren(
-    slots.actions,
-    slots.progressSection,
-    slots.errorSection,
-    slots.resultSection,
-    section("Params", slots.params),
-    section("Details", slots.facts),
-  );
-  return slots;
-}
-
-function showDetail(task) {
-  const slots = detail.slots;
-  if (!slots) return;
-  detail.task = task;
-  detail.lastRow = shownRow(task.id)?.tr ?? detail.lastRow;
-  setText($("#detail-title"), task.name);
-  setText($("#detail-id"), task.id);
-  const badge = $("#detail-status");
-  badge.dataset.status = task.status;
-  setText(badge, task.status);
-  $("#task-detail").dataset.taskId = task.id;
-  $("#task-detail").dataset.status = task.status;
-
-  const showProgress = task.status === "running" || (task.progress !== null && task.progress !== undefined);
-  slots.progressSection.hidden = !showProgress;
-  setProgress(slots.bar, task.progress);
-  setText(slots.percent, formatPercent(task.progress));
-  setText(slots.message, task.message ?? "");
-
-  setText(slots.params, json(task.params ?? {}));
-  const hasResult = task.status === "completed" || (task.result !== null && task.result !== undefined);
-  slots.resultSection.hidden = !hasResult;
-  setText(slots.result, hasResult ? json(task.result) : "");
-  slots.errorSection.hidden = !task.error;
-  setText(slots.error, task.error ?? "");
-  const errorTitle = slots.errorSection.querySelector("h3");
-  setText(errorTitle, task.status === "pending" ? "Last error (will retry)" : "Error");
-
-  const facts = [
-    ["Attempts", `${task.attempts} of ${task.max_attempts}`],
-    ["Priority", String(task.priority)],
-    ["Created", fullTime(task.created_at)],
-    ["Runs at", task.run_at && task.run_at !== task.created_at ? fullTime(task.run_at) : ""],
-    ["Started", fullTime(task.started_at)],
-    ["Finished", fullTime(task.finished_at)],
-    ["Waited", task.started_at ? between(task.run_at ?? task.created_at, task.started_at) : ""],
-    ["Ran for", task.finished_at ? between(task.started_at, task.finished_at) : ""],
-    ["Schedule", task.schedule_id ?? ""],
-    ["Cancel", task.cancel_requested ? "requested" : ""],
-  ].filter(([, value]) => value);
-  const rows = facts.flatMap(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
-  slots.facts.replaceChildren(...rows);
-
-  const key = `${task.status}:${task.cancel_requested}`;
-  if (slots.actionsKey !== key) {
-    slots.actionsKey = key;
-    slots.actions.replaceChildren(...actionButtons(task, receiveTask));
-  }
 }
 
 // -- starting a task ------------------------------------------------------------------------
