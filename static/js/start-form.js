@@ -79,6 +79,7 @@ function showStartError(error) {
   box.hidden = false;
 }
 
+/** A new type's fields on change; on submit, the params checked here first, then sent. */
 export function setupStartForm() {
   $("#start-type").addEventListener("change", renderParamFields);
   $("#start-form").addEventListener("submit", async (event) => {
