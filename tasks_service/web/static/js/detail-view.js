@@ -1,0 +1,99 @@
+// The detail drawer's content: one task's progress, error, result, params and facts, all
+// set as text.
+
+import { $, h, setText } from "./dom.js";
+import { between, formatPercent, fullTime, json } from "./format.js";
+import { progressBar, setProgress } from "./progress.js";
+import { actionButtons } from "./task-actions.js";
+
+/** What the drawer shows for a task the service does not know (any more). */
+export function renderMissing(id) {
+  setText($("#detail-title"), "No such task");
+  setText($("#detail-id"), id);
+  $("#detail-body").replaceChildren(h("p", { className: "empty", text: "It may have been purged." }));
+}
+
+function section(title, ...content) {
+  return h("section", { className: "detail-section" }, h("h3", { text: title }), ...content);
+}
+
+/** Fill the drawer's body with empty slots for one task; its buttons' answers go to onAnswer. */
+export function buildDetail({ onAnswer }) {
+  const slot = (tag, props = {}) => h(tag, props);
+  const slots = {
+    progressSection: null,
+    bar: progressBar("Progress"),
+    percent: slot("span", { className: "progress-text", id: "detail-percent" }),
+    message: slot("p", { className: "progress-message", id: "detail-message" }),
+    facts: slot("dl", { className: "facts", id: "detail-facts" }),
+    params: slot("pre", { className: "code", id: "detail-params" }),
+    resultSection: null,
+    result: slot("pre", { className: "code", id: "detail-result" }),
+    errorSection: null,
+    error: slot("pre", { className: "code code-error", id: "detail-error" }),
+    actions: slot("div", { className: "detail-actions", id: "detail-actions" }),
+    actionsKey: null,
+    onAnswer,
+  };
+  slots.bar.id = "detail-progress";
+  slots.progressSection = section("Progress",
+    h("div", { className: "progress-line" }, slots.bar, slots.percent), slots.message);
+  slots.resultSection = section("Result", slots.result);
+  slots.errorSection = section("Error", slots.error);
+  $("#detail-body").replaceChildren(
+    slots.actions,
+    slots.progressSection,
+    slots.errorSection,
+    slots.resultSection,
+    section("Params", slots.params),
+    section("Details", slots.facts),
+  );
+  return slots;
+}
+
+/** Show `task` in the slots buildDetail made (only text and attributes change). */
+export function renderDetail(slots, task) {
+  setText($("#detail-title"), task.name);
+  setText($("#detail-id"), task.id);
+  const badge = $("#detail-status");
+  badge.dataset.status = task.status;
+  setText(badge, task.status);
+  $("#task-detail").dataset.taskId = task.id;
+  $("#task-detail").dataset.status = task.status;
+
+  const showProgress = task.status === "running" || (task.progress !== null && task.progress !== undefined);
+  slots.progressSection.hidden = !showProgress;
+  setProgress(slots.bar, task.progress);
+  setText(slots.percent, formatPercent(task.progress));
+  setText(slots.message, task.message ?? "");
+
+  setText(slots.params, json(task.params ?? {}));
+  const hasResult = task.status === "completed" || (task.result !== null && task.result !== undefined);
+  slots.resultSection.hidden = !hasResult;
+  setText(slots.result, hasResult ? json(task.result) : "");
+  slots.errorSection.hidden = !task.error;
+  setText(slots.error, task.error ?? "");
+  const errorTitle = slots.errorSection.querySelector("h3");
+  setText(errorTitle, task.status === "pending" ? "Last error (will retry)" : "Error");
+
+  const facts = [
+    ["Attempts", `${task.attempts} of ${task.max_attempts}`],
+    ["Priority", String(task.priority)],
+    ["Created", fullTime(task.created_at)],
+    ["Runs at", task.run_at && task.run_at !== task.created_at ? fullTime(task.run_at) : ""],
+    ["Started", fullTime(task.started_at)],
+    ["Finished", fullTime(task.finished_at)],
+    ["Waited", task.started_at ? between(task.run_at ?? task.created_at, task.started_at) : ""],
+    ["Ran for", task.finished_at ? between(task.started_at, task.finished_at) : ""],
+    ["Schedule", task.schedule_id ?? ""],
+    ["Cancel", task.cancel_requested ? "requested" : ""],
+  ].filter(([, value]) => value);
+  const rows = facts.flatMap(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
+  slots.facts.replaceChildren(...rows);
+
+  const key = `${task.status}:${task.cancel_requested}`;
+  if (slots.actionsKey !== key) {
+    slots.actionsKey = key;
+    slots.actions.replaceChildren(...actionButtons(task, slots.onAnswer));
+  }
+}
