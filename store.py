@@ -28,7 +28,13 @@ from tasks_service.models import (
     TaskStatus,
     WorkerInfo,
 )
-from tasks_service.sql import COLUMNS, Statements, new_task_row, task_from_row
+from tasks_service.sql import (
+    COLUMNS,
+    Statements,
+    claim_statement,
+    new_task_row,
+    task_from_row,
+)
 
 
 class StoreOpenError(RuntimeError):
@@ -201,10 +207,24 @@ class Store(abc.ABC):
 
     # -- running tasks ---------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int) -> list[Task]:
-        """Mark up to `limit` due tasks running for `owner`, best first."""
+    async def claim(
+        self, owner: str, limit: int, lanes: Sequence[tuple[Sequence[str], int]] = ()
+    ) -> list[Task]:
+        """Mark up to `limit` due tasks running for `owner`, best first.
+
+        Plain tasks count only against `limit`; tasks in lanes are claimed only from the
+        groups of `lanes` given, each (its lanes, at most this many from all of them).
+        """
         now = time.time()
-        rows = await self._write_returning(self.sql.claim, (owner, now, now, limit))
+        groups = [(names, cap) for names, cap in lanes if names and cap > 0]
+        params: list[Any] = [owner, now, now, limit]
+        for names, cap in groups:
+            for name in names:
+                params.extend((name, now, cap))
+            params.append(cap)
+        params.append(limit)
+        sql = claim_statement(self.sql.dialect, tuple(len(names) for names, _ in groups))
+        rows = await self._write_returning(sql, params)
         tasks = [task_from_row(row) for row in rows]
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
         return tasks
@@ -259,9 +279,14 @@ class Store(abc.ABC):
         return [task_from_row(row) for row in rows]
 
     async def next_run_at(self) -> float | None:
-        rows = await self._read(self.sql.next_run_at)
+        """When the next pending task that is not due yet comes due."""
+        rows = await self._read(self.sql.next_run_at, (time.time(),))
         value: float | None = rows[0][0]
         return value
+
+    async def relane(self, name: str, lane: str | None) -> None:
+        """Move a task type's pending tasks to `lane` (its declaration changed)."""
+        await self._write(self.sql.relane, (lane, name, lane))
 
     async def has_due(self) -> bool:
         return bool(await self._read(self.sql.has_due, (time.time(),)))

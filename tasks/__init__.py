@@ -7,17 +7,14 @@ HTTP, the store or the runner.
 from tasks.context import Context, Services
 from tasks.registry import (
     BUILTIN_MODULES,
-    Cron,
-    Every,
     FileId,
     PermanentError,
-    Schedule,
+    TaskDeclarationError,
     TaskDefinition,
     TaskRegistry,
-    cron,
-    every,
     task,
 )
+from tasks.schedules import Cron, Every, Schedule, cron, every
 
 __all__ = [
     "BUILTIN_MODULES",
@@ -28,6 +25,7 @@ __all__ = [
     "PermanentError",
     "Schedule",
     "Services",
+    "TaskDeclarationError",
     "TaskDefinition",
     "TaskRegistry",
     "cron",

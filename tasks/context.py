@@ -58,7 +58,7 @@ class Context:
         task_id: str,
         attempt: int,
         sink: ProgressSink,
-        loop: asyncio.AbstractEventLoop,
+        loop: asyncio.AbstractEventLoop | None,
         services: Services | None = None,
     ) -> None:
         self.task_id = task_id
@@ -79,6 +79,9 @@ class Context:
             raise ValueError(f"progress must be between 0 and 100, got {percent!r}")
         if message is not None:
             message = str(message)[:_MAX_MESSAGE]
+        if self._loop is None:  # in a child process: the sink sends it to the server
+            self._sink.report_progress(self.task_id, percent, message)
+            return ProgressAck(None)
         if _in_loop_thread(self._loop):
             self._sink.report_progress(self.task_id, percent, message)
             return ProgressAck(self._sink.progress_committed())

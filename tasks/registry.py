@@ -1,16 +1,16 @@
-"""`@task`, the task registry, and the schedule specifications `every` and `cron`."""
+"""`@task`, the task definitions it makes, and the registry of the task types a service runs."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import json
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Annotated, Any, get_args, get_origin, overload
+from typing import Annotated, Any, NoReturn, get_args, get_origin, overload
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from pydantic import (
     create_model,
 )
 
+from tasks.schedules import Cron, Every, Schedule
 from tasks_service.models import InvalidParams, UnknownTaskType
 
 # The built-in task modules, loaded before TASKS_MODULES.
@@ -48,91 +49,6 @@ UPLOADED_FILE = _UploadedFile()
 FileId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Z]{26}$"), UPLOADED_FILE]
 
 
-@dataclass(frozen=True, slots=True)
-class Every:
-    """A fixed interval; fires are aligned to the epoch, so every process agrees on them."""
-
-    seconds: float
-
-    def describe(self) -> str:
-        return f"every {self.seconds:g} s"
-
-
-@dataclass(frozen=True, slots=True)
-class Cron:
-    """A crontab expression (minute hour day month weekday), read in `tz` (UTC by default)."""
-
-    expression: str
-    tz: str = "UTC"
-
-    def describe(self) -> str:
-        return f"cron {self.expression!r} ({self.tz})"
-
-    def trigger_fields(self) -> dict[str, str]:
-        """APScheduler CronTrigger arguments, weekdays numbered as crontab numbers them."""
-        fields = self.expression.split()
-        if len(fields) != 5:
-            raise ValueError(f"a cron expression has 5 fields, got {self.expression!r}")
-        minute, hour, day, month, weekday = fields
-        return {
-            "minute": minute,
-            "hour": hour,
-            "day": day,
-            "month": month,
-            "day_of_week": crontab_weekdays(weekday),
-        }
-
-
-_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def crontab_weekdays(field: str) -> str:
-    """Crontab's weekday field (0 or 7 = Sunday) as day names.
-
-    APScheduler 3 numbers weekdays from Monday = 0, so `from_crontab("0 2 * * 1")` would run
-    on Tuesdays. Names mean the same to both, so numbers are spelled out as names.
-    """
-    names: list[str] = []
-    for part in field.split(","):
-        if part == "*" or any(c.isalpha() for c in part):
-            names.append(part)
-            continue
-        span, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if span == "*":
-            first, last = 0, 6
-        elif "-" in span:
-            first_text, last_text = span.split("-", 1)
-            first, last = int(first_text), int(last_text)
-        else:
-            first = last = int(span)
-            if step_text:
-                last = 6
-        if not (0 <= first <= 7 and 0 <= last <= 7 and first <= last and step >= 1):
-            raise ValueError(f"bad day-of-week field {field!r}")
-        names.extend(_DAY_NAMES[day % 7] for day in range(first, last + 1, step))
-    return ",".join(dict.fromkeys(names))
-
-
-Schedule = Every | Cron
-
-
-def every(*, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0) -> Every:
-    total = timedelta(seconds=seconds, minutes=minutes, hours=hours, days=days).total_seconds()
-    if total <= 0:
-        raise ValueError("every(...) needs a positive interval")
-    return Every(total)
-
-
-def cron(expression: str, *, tz: str = "UTC") -> Cron:
-    # Parse now so that a typo fails at import, not at the first fire.
-    from apscheduler.triggers.cron import CronTrigger
-
-    schedule = Cron(expression, tz)
-    CronTrigger(**schedule.trigger_fields(), timezone=tz)
-    return schedule
-
-
 @dataclass(frozen=True, slots=True, eq=False)
 class TaskDefinition:
     """A registered task type. Calling it calls the function itself."""
@@ -145,6 +61,7 @@ class TaskDefinition:
     max_attempts: int = 1
     timeout: float | None = None
     schedule: Schedule | None = None
+    process: bool = False  # each attempt in a child process (see runtime.processes)
     param_names: dict[str, str] = field(default_factory=dict)  # param -> model field
     file_params: tuple[str, ...] = field(default=())  # params typed FileId
 
@@ -175,14 +92,24 @@ class TaskDefinition:
             "max_attempts": self.max_attempts,
             "timeout": self.timeout,
             "schedule": self.schedule.describe() if self.schedule else None,
+            "process": self.process,
         }
+
+    @property
+    def module(self) -> str:
+        """The module a child process imports to find this task type."""
+        return str(self.fn.__module__)
 
 
 @overload
 def task(fn: Callable[..., Any], /) -> TaskDefinition: ...
 @overload
 def task(
-    *, max_attempts: int = 1, timeout: float | None = None, schedule: Schedule | None = None
+    *,
+    max_attempts: int = 1,
+    timeout: float | None = None,
+    schedule: Schedule | None = None,
+    process: bool = False,
 ) -> Callable[[Callable[..., Any]], TaskDefinition]: ...
 
 
@@ -193,14 +120,25 @@ def task(
     max_attempts: int = 1,
     timeout: float | None = None,
     schedule: Schedule | None = None,
+    process: bool = False,
 ) -> TaskDefinition | Callable[[Callable[..., Any]], TaskDefinition]:
-    """Make a function a task type named after it; its parameters after `ctx` are its params."""
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be positive")
+    """Make a function a task type named after it; its parameters after `ctx` are its params.
+
+    A bad option is refused here, when the module loads, naming the task and the option.
+    """
 
     def decorate(function: Callable[..., Any]) -> TaskDefinition:
+        refuse = _Refusal(getattr(function, "__name__", repr(function)))
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            refuse("max_attempts", f"must be a whole number, got {max_attempts!r}")
+        if max_attempts < 1:
+            refuse("max_attempts", f"must be at least 1, got {max_attempts!r}")
+        if timeout is not None and not (isinstance(timeout, int | float) and timeout > 0):
+            refuse("timeout", f"must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(process, bool):
+            refuse("process", f"must be True or False, got {process!r}")
+        if schedule is not None and not isinstance(schedule, Every | Cron):
+            refuse("schedule", f"must be every(...) or cron(...), got {schedule!r}")
         model, names, file_params = _params_model(function)
         doc = inspect.getdoc(function) or ""
         return TaskDefinition(
@@ -212,11 +150,24 @@ def task(
             max_attempts=max_attempts,
             timeout=timeout,
             schedule=schedule,
+            process=process,
             param_names=names,
             file_params=file_params,
         )
 
     return decorate(fn) if fn is not None else decorate
+
+
+class TaskDeclarationError(ValueError):
+    """A `@task` declaration the service cannot run; the message names the task and option."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    task: str
+
+    def __call__(self, option: str, problem: str) -> NoReturn:
+        raise TaskDeclarationError(f"@task {self.task!r}: {option} {problem}")
 
 
 def _params_model(
@@ -263,6 +214,8 @@ class TaskRegistry:
                     f"two task types are named {definition.name!r}: "
                     f"{_origin(known)} and {_origin(definition)}"
                 )
+            if definition.process:
+                _check_importable(definition)
             self._by_name[definition.name] = definition
 
     @classmethod
@@ -294,6 +247,23 @@ def _definitions_in(module: types.ModuleType) -> Iterator[TaskDefinition]:
     for value in vars(module).values():
         if isinstance(value, TaskDefinition):
             yield value
+
+
+def _check_importable(definition: TaskDefinition) -> None:
+    """A child process finds a process task by importing its module and taking the name."""
+    where = f"{definition.module}.{definition.fn.__qualname__}"
+    module = sys.modules.get(definition.module)
+    if definition.module == "__main__" or module is None:
+        problem = "it is defined in __main__" if definition.module == "__main__" else "no module"
+    elif getattr(module, definition.name, None) is not definition:
+        problem = "it is not at the top level of its module under its own name"
+    else:
+        return
+    raise TaskDeclarationError(
+        f"@task {definition.name!r}: process=True needs a task a child process can import "
+        f"by name, and {where} cannot be: {problem}; define it at the top level of an "
+        "importable module"
+    )
 
 
 def _origin(definition: TaskDefinition) -> str:

@@ -25,7 +25,12 @@ class Settings:
     max_upload: int = 104857600
     smtp_url: str | None = field(default=None, repr=False)
     smtp_from: str | None = None
+    processes: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Not in SPEC.md's table: knobs for operators and tests.
+    # A worker process for process=True tasks is replaced after this many attempts, or once
+    # its resident memory passes this many MiB (a leaking library cannot grow for ever).
+    process_max_tasks: int = 1000
+    process_max_memory_mb: int = 1024
     sqlite_synchronous: str = "FULL"
     lease_seconds: float = 30.0
     watch_interval: float = 0.2
@@ -49,6 +54,13 @@ class Settings:
             max_upload=reader.integer("TASKS_MAX_UPLOAD", default.max_upload, minimum=1),
             smtp_url=env.get("TASKS_SMTP_URL") or None,
             smtp_from=env.get("TASKS_SMTP_FROM") or None,
+            processes=reader.integer("TASKS_PROCESSES", default.processes, minimum=1),
+            process_max_tasks=reader.integer(
+                "TASKS_PROCESS_MAX_TASKS", default.process_max_tasks, minimum=1
+            ),
+            process_max_memory_mb=reader.integer(
+                "TASKS_PROCESS_MAX_MEMORY_MB", default.process_max_memory_mb, minimum=16
+            ),
             sqlite_synchronous=reader.choice(
                 "TASKS_SQLITE_SYNCHRONOUS", default.sqlite_synchronous, ("FULL", "NORMAL")
             ),

@@ -54,6 +54,9 @@ class Task:
     owner: str | None = None
     interruptions: int = 0
     released: int = 0
+    # Where the claim finds it: None for plain tasks (one index for all of them), else the
+    # lane of its type (process tasks: each attempt takes a process slot).
+    lane: str | None = None
     event_seq: int | None = None  # set on snapshots rebuilt from a change event
 
     @property
@@ -116,6 +119,7 @@ class NewTask:
     # At most one task holds a unique key: an Idempotency-Key, or a schedule's tick.
     unique_key: str | None = None
     request_hash: str | None = None
+    lane: str | None = None  # see Task.lane
 
 
 @dataclass(frozen=True, slots=True)

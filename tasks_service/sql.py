@@ -33,7 +33,7 @@ from tasks_service.models import (
 COLUMNS = (
     "id, name, params, status, progress, message, result, error, attempts, max_attempts, "
     "priority, created_at, run_at, started_at, finished_at, cancel_requested, schedule_id, "
-    "timeout, owner, interruptions, released"
+    "timeout, owner, interruptions, released, lane"
 )
 # The fields a change event records, in `task_events` order.
 EVENT_FIELDS = (
@@ -53,6 +53,10 @@ class Dialect:
     numbered_params: bool  # `$1, $2` (PostgreSQL) rather than `?` (SQLite)
     now: str  # the database's clock in Unix seconds, as an SQL expression
     pins_indexes: bool  # say `INDEXED BY` where the planner must not choose (SQLite)
+    # How a claim's candidate rows are held off other claimers until its commit: nothing on
+    # SQLite (one writer at a time), `FOR UPDATE SKIP LOCKED` on PostgreSQL (hosts never wait
+    # on each other nor take the same task).
+    claim_lock: str
 
     def prepare(self, sql: str) -> str:
         """`sql`, written with `?` placeholders, in this engine's spelling."""
@@ -77,21 +81,20 @@ class Statements:
     and each final write slowed from ~50 us to ~2 ms as the table grew.
     """
 
-    def __init__(self, dialect: Dialect, *, claim: str, lock_schedule: str | None) -> None:
-        """`claim` takes (owner, started_at, now, limit) and returns COLUMNS; `lock_schedule`
-        takes a schedule id and holds other processes' ticks of it off until commit."""
+    def __init__(self, dialect: Dialect, *, lock_schedule: str | None) -> None:
+        """`lock_schedule` takes a schedule id and holds other processes' ticks of it off
+        until commit (None: the engine's writes never overlap)."""
         p, now, pin = dialect.prepare, dialect.now, dialect.indexed_by
         self.dialect = dialect
-        self.claim = p(claim)
         self.lock_schedule = None if lock_schedule is None else p(lock_schedule)
         still, owned_by = "status IS NOT DISTINCT FROM", "owner IS NOT DISTINCT FROM"
 
         insert = (
             "INSERT INTO tasks (id, name, params, status, attempts, max_attempts, priority, "
             "created_at, run_at, started_at, schedule_id, timeout, owner, unique_key, "
-            "request_hash) "
+            "request_hash, lane) "
         )
-        values = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        values = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         key_taken = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
         self.insert = p(insert + values)
         self.insert_unique = p(insert + values + key_taken)
@@ -102,7 +105,7 @@ class Statements:
             "CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), "
             "CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), "
             "CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
-            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
+            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
         )
         self.insert_tick = p(
             f"{insert} SELECT {typed} "
@@ -165,8 +168,15 @@ class Statements:
             f"SELECT {COLUMNS} FROM tasks {pin('tasks_running')} "
             "WHERE owner = ? AND status = 'running'"
         )
+        # The next pending task to come due (those already due wait for a slot or a lane).
         self.next_run_at = p(
-            f"SELECT min(run_at) FROM tasks {pin('tasks_next_run')} WHERE status = 'pending'"
+            f"SELECT min(run_at) FROM tasks {pin('tasks_next_run')} "
+            "WHERE status = 'pending' AND run_at > ?"
+        )
+        # A type's pending tasks moved to the lane its declaration now gives it.
+        self.relane = p(
+            "UPDATE tasks SET lane = ? WHERE status = 'pending' AND name = ? "
+            "AND lane IS DISTINCT FROM ?"
         )
         self.has_due = p(
             f"SELECT 1 FROM tasks {pin('tasks_next_run')} "
@@ -232,6 +242,44 @@ class Statements:
 # -- rows and records ------------------------------------------------------------------------
 
 
+_CLAIM_ORDER = "ORDER BY priority DESC, run_at, id"
+
+
+@lru_cache(maxsize=64)
+def claim_statement(dialect: Dialect, lane_groups: tuple[int, ...]) -> str:
+    """The claim: up to `limit` due tasks, best first, marked running for their owner.
+
+    Plain tasks (lane NULL) come from one index; each group of lanes (e.g. the process task
+    types) from an index by lane, under a cap of its own, so a full lane never makes the
+    claim walk past its waiting tasks. Parameters: owner, started_at, then now and the
+    limit for the plain tasks, then for each group its lanes' (name, now) pairs and its
+    cap, then the overall limit. `lane_groups` says how many lanes each group has.
+    """
+    pin, lock = dialect.indexed_by, dialect.claim_lock
+    plain = (
+        f"SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM tasks "
+        f"{pin('tasks_due')} WHERE status = 'pending' AND lane IS NULL AND run_at <= ? "
+        f"{_CLAIM_ORDER} LIMIT ? {lock}) plain"
+    )
+    branches = [plain]
+    for number, lanes in enumerate(lane_groups):
+        probes = " UNION ALL ".join(
+            f"SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM tasks "
+            f"{pin('tasks_lane_due')} WHERE status = 'pending' AND lane = ? AND run_at <= ? "
+            f"{_CLAIM_ORDER} LIMIT ? {lock}) lane{number}_{index}"
+            for index in range(lanes)
+        )
+        branches.append(
+            f"SELECT id, priority, run_at FROM ({probes} {_CLAIM_ORDER} LIMIT ?) group{number}"
+        )
+    candidates = " UNION ALL ".join(branches)
+    return dialect.prepare(
+        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, "
+        f"started_at = ? WHERE id IN (SELECT id FROM ({candidates}) candidates "
+        f"{_CLAIM_ORDER} LIMIT ?) RETURNING {COLUMNS}"
+    )
+
+
 def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:
     """The task as it will be stored, and the values of its INSERT."""
     task_id, created_at = new_id()
@@ -255,6 +303,7 @@ def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, 
         claim_for,
         new.unique_key,
         new.request_hash,
+        new.lane,
     )
     task = Task(
         id=task_id,
@@ -276,6 +325,7 @@ def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, 
         schedule_id=new.schedule_id,
         timeout=new.timeout,
         owner=claim_for,
+        lane=new.lane,
     )
     return task, params
 
@@ -320,4 +370,5 @@ def task_from_row(row: Sequence[Any]) -> Task:
         owner=row[18],
         interruptions=row[19],
         released=row[20],
+        lane=row[21],
     )

@@ -390,7 +390,7 @@ async def test_task_types_describe_params_as_json_schema(app: App) -> None:
     assert types["flaky"]["max_attempts"] == 3
     assert types["too_slow"]["timeout"] == 0.2
     assert set(sleep) == {
-        "name", "description", "params_schema", "max_attempts", "timeout", "schedule"
+        "name", "description", "params_schema", "max_attempts", "timeout", "schedule", "process"
     }  # fmt: skip
 
 

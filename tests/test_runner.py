@@ -302,8 +302,8 @@ async def test_a_claim_in_flight_when_stopping_gives_its_tasks_back_unstarted(
     claiming = asyncio.Event()
     real_claim = store.claim
 
-    async def held_claim(owner: str, limit: int) -> list[object]:
-        claimed = await real_claim(owner, limit)  # committed: the rows say running
+    async def held_claim(owner: str, limit: int, *lanes: Any) -> list[object]:
+        claimed = await real_claim(owner, limit, *lanes)  # committed: the rows say running
         if claimed:
             claiming.set()
             await gate.wait()  # ... but the dispatcher has not started them yet
@@ -332,8 +332,8 @@ async def test_a_claim_that_committed_but_reported_failure_is_given_back_and_run
     real_claim = store.claim
     failures: list[list[str]] = []
 
-    async def claim_then_lose_the_answer(owner: str, limit: int) -> list[Any]:
-        claimed = await real_claim(owner, limit)
+    async def claim_then_lose_the_answer(owner: str, limit: int, *lanes: Any) -> list[Any]:
+        claimed = await real_claim(owner, limit, *lanes)
         if claimed and not failures:
             failures.append([t.id for t in claimed])
             raise StoreUnavailable("the task database cannot be reached: connection lost")

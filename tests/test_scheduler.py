@@ -262,7 +262,7 @@ async def test_purge_deletes_only_old_finished_tasks(make_app: AppFactory) -> No
     ],
 )
 def test_crontab_weekdays_become_names(field: str, names: str) -> None:
-    from tasks.registry import crontab_weekdays
+    from tasks.schedules import crontab_weekdays
 
     assert crontab_weekdays(field) == names
 

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.anyio
 
 
 def new(**fields: Any) -> NewTask:
-    return NewTask(name="noop", params={}, **fields)
+    return NewTask(**{"name": "noop", "params": {}, **fields})
 
 
 def pragma(path: Path, name: str) -> Any:
@@ -313,6 +313,27 @@ async def test_claim_one_at_a_time_takes_the_best_first(store: Store) -> None:
         order.append(claimed[0].id)
     assert order == [ids[label] for label in EXPECTED_ORDER]
     assert (await fetch(store, future.id)).status is TaskStatus.PENDING
+
+
+async def test_claim_takes_tasks_of_lanes_only_from_the_groups_given_within_their_caps(
+    store: Store,
+) -> None:
+    now = time.time()
+    plain = [(await store.create(new(run_at=now - i)))[0].id for i in range(3)]
+    crunch = [
+        (await store.create(new(name="crunch", lane="crunch", priority=5, run_at=now - i)))[0].id
+        for i in range(3)
+    ]
+    resize = (await store.create(new(name="resize", lane="resize", priority=9)))[0].id
+    # Without its lane's group, a lane's task is never claimed, however high its priority.
+    assert {t.id for t in await store.claim("w1", 1)} == {plain[2]}
+    claimed = await store.claim("w1", 10, lanes=[(["crunch", "resize"], 2)])
+    # The best two of the group (by priority, then age), and the plain task beside them.
+    assert [t.id for t in claimed] == [resize, crunch[2], plain[1], plain[0]]
+    assert [t.id for t in await store.claim("w1", 1, lanes=[(["crunch"], 5)])] == [crunch[1]]
+    assert [t.id for t in await store.claim("w1", 5, lanes=[(["crunch"], 0)])] == []
+    await store.relane("crunch", None)  # the type is no longer a process type: plain again
+    assert [t.id for t in await store.claim("w1", 5)] == [crunch[0]]
 
 
 async def test_claim_never_returns_a_task_whose_run_at_is_in_the_future(

@@ -11,7 +11,17 @@ from typing import Annotated, Any
 import pytest
 from pydantic import Field
 
-from tasks import Context, Cron, Every, TaskDefinition, TaskRegistry, cron, every, task
+from tasks import (
+    Context,
+    Cron,
+    Every,
+    TaskDeclarationError,
+    TaskDefinition,
+    TaskRegistry,
+    cron,
+    every,
+    task,
+)
 from tasks_service.models import InvalidParams, UnknownTaskType
 
 pytestmark = pytest.mark.anyio
@@ -117,11 +127,24 @@ def test_star_args_and_kwargs_cannot_be_params(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"max_attempts": 0}, {"max_attempts": -1}, {"timeout": 0}, {"timeout": -5.0}],
+    [
+        {"max_attempts": 0},
+        {"max_attempts": -1},
+        {"max_attempts": 1.5},
+        {"timeout": 0},
+        {"timeout": -5.0},
+        {"timeout": "soon"},
+        {"process": "yes"},
+        {"schedule": "every minute"},
+    ],
 )
-def test_bad_options_are_refused(options: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
-        task(**options)
+def test_bad_options_are_refused_naming_the_task_and_the_option(options: dict[str, Any]) -> None:
+    def nightly(ctx: Context) -> None:
+        pass
+
+    (option,) = options
+    with pytest.raises(TaskDeclarationError, match=rf"^@task 'nightly': {option} "):
+        task(**options)(nightly)
 
 
 # -- params ----------------------------------------------------------------------------------

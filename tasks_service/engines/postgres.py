@@ -35,7 +35,6 @@ from store import Store, StoreOpenError
 from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
 from tasks_service.models import StoreUnavailable, TaskEvent
 from tasks_service.sql import (
-    COLUMNS,
     EVENT_COLUMNS,
     EVENT_FIELDS,
     Dialect,
@@ -157,22 +156,28 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (metric, name, label)
         )""",
     ],
+    [
+        # Lanes: plain tasks are claimed from one index, the others by lane (see sql.claim).
+        "ALTER TABLE tasks ADD COLUMN lane text",
+        "DROP INDEX tasks_due",
+        "CREATE INDEX tasks_due ON tasks (priority DESC, run_at, id) "
+        "WHERE status = 'pending' AND lane IS NULL",
+        "CREATE INDEX tasks_lane_due ON tasks (lane, priority DESC, run_at, id) "
+        "WHERE status = 'pending' AND lane IS NOT NULL",
+    ],
 ]
 
+# SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
 DIALECT = Dialect(
-    numbered_params=True, now="extract(epoch FROM clock_timestamp())::float8", pins_indexes=False
+    numbered_params=True,
+    now="extract(epoch FROM clock_timestamp())::float8",
+    pins_indexes=False,
+    claim_lock="FOR UPDATE SKIP LOCKED",
 )
+# Two hosts firing different ticks of one schedule at once must not both find no active
+# run: the second waits for the first's commit.
 STATEMENTS = Statements(
-    DIALECT,
-    # SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
-    claim=(
-        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, started_at = ? "
-        "WHERE id IN (SELECT id FROM tasks WHERE status = 'pending' AND run_at <= ? "
-        f"ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}"
-    ),
-    # Two hosts firing different ticks of one schedule at once must not both find no active
-    # run: the second waits for the first's commit.
-    lock_schedule="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))",
+    DIALECT, lock_schedule="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 )
 # Events only from transactions older than any still running: those can never be joined
 # by an earlier one.

@@ -30,7 +30,6 @@ from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, W
 from tasks_service.engines.sqlite_writer import SqliteWriter
 from tasks_service.models import StoreUnavailable, TaskEvent
 from tasks_service.sql import (
-    COLUMNS,
     EVENT_COLUMNS,
     EVENT_FIELDS,
     Dialect,
@@ -140,25 +139,26 @@ MIGRATIONS: list[list[str]] = [
         ) WITHOUT ROWID""",
         "CREATE INDEX tasks_by_status_name ON tasks (status, name, id)",
     ],
+    [
+        # Lanes: plain tasks are claimed from one index, the others by lane (see sql.claim).
+        "ALTER TABLE tasks ADD COLUMN lane TEXT",
+        "DROP INDEX tasks_due",
+        "CREATE INDEX tasks_due ON tasks (priority DESC, run_at, id) "
+        "WHERE status = 'pending' AND lane IS NULL",
+        "CREATE INDEX tasks_lane_due ON tasks (lane, priority DESC, run_at, id) "
+        "WHERE status = 'pending' AND lane IS NOT NULL",
+    ],
 ]
 
+# INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.
 DIALECT = Dialect(
     numbered_params=False,
     now="((julianday('now') - 2440587.5) * 86400.0)",
     pins_indexes=True,
+    claim_lock="",
 )
-STATEMENTS = Statements(
-    DIALECT,
-    # INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.
-    claim=(
-        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, started_at = ? "
-        "WHERE id IN (SELECT id FROM tasks INDEXED BY tasks_due "
-        "WHERE status = 'pending' AND run_at <= ? "
-        f"ORDER BY priority DESC, run_at, id LIMIT ?) RETURNING {COLUMNS}"
-    ),
-    # Our processes write one transaction at a time (the file lock): no lock of its own.
-    lock_schedule=None,
-)
+# Our processes write one transaction at a time (the file lock): no lock of its own.
+STATEMENTS = Statements(DIALECT, lock_schedule=None)
 
 _BUSY_TIMEOUT_MS = 15000
 

@@ -1,4 +1,7 @@
-"""One attempt of a task: run its code (as an asyncio task or in a thread) and decide how it ended.
+"""One attempt of a task: run its code and decide how it ended.
+
+`async def` tasks run as asyncio tasks, `def` tasks in a thread, `process=True` tasks in a
+worker process (runtime.processes) that a cancel or a timeout really stops.
 
 The runner owns the slots and the store; this module only turns a task's code running into
 an `Outcome` (or None: the attempt was handed back at shutdown, nothing to record).
@@ -17,11 +20,14 @@ from typing import Any
 
 from tasks import Context, PermanentError, TaskDefinition
 from tasks_service.models import Outcome, Task, TaskStatus, dump_json
+from tasks_service.runtime.processes import WorkerDied, WorkerPool, WorkerStartFailed
 
 log = logging.getLogger("tasks.runner")
 
 _RETRY_FIRST_WAIT = 1.0
 _RETRY_MAX_WAIT = 300.0
+# How long a process task told to stop may take before its process is killed.
+STOP_GRACE = 0.3
 
 
 def retry_delay(failed_attempts: int) -> float:
@@ -44,15 +50,18 @@ class Attempt:
     cancel_requested: bool = False
     shutting_down: bool = False
     holds_slot: bool = True  # async attempts; a thread's slot is freed when the thread ends
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # a stop was asked for
 
     def request_stop(self, *, shutdown: bool = False) -> None:
         """Ask the attempt to stop: a flag for code that checks, an interruption where one
-        lands (an async task's next await; a thread's wait at shutdown only)."""
+        lands (an async task's next await; a thread's wait at shutdown only; a worker
+        process is told, then killed)."""
         if shutdown:
             self.shutting_down = True
         else:
             self.cancel_requested = True
         self.context.request_cancel()
+        self.stopping.set()
         if self.interruptible and self.handle and (shutdown or self.definition.is_async):
             self.handle.cancel()
 
@@ -131,6 +140,58 @@ async def run_in_thread(attempt: Attempt, thread_ended: Callable[[], None]) -> O
         attempt.interruptible = False
         attempt.context.request_cancel()
         return failed(attempt, exc, timed_out=deadline.expired())
+
+
+async def run_in_process(attempt: Attempt, pool: WorkerPool) -> Outcome | None:
+    """The task's function in a worker process, which a stop or the timeout kills.
+
+    A stop (cancel, shutdown) is first told to the worker (`ctx.cancelled`); an attempt that
+    has not returned `STOP_GRACE` seconds later is killed with its process.
+    """
+    task, definition = attempt.task, attempt.definition
+    try:
+        worker = await pool.take()
+    except WorkerStartFailed as exc:
+        return failed(attempt, exc)
+    job = {
+        "task_id": task.id,
+        "attempt": task.attempts,
+        "module": definition.module,
+        "name": definition.name,
+        "params": task.params,
+    }
+    running = asyncio.ensure_future(worker.run(job, attempt.context.progress))
+    stopped = asyncio.ensure_future(attempt.stopping.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {running, stopped}, timeout=task.timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if running not in done and stopped in done:
+            worker.ask_to_stop(task.id)
+            done, _ = await asyncio.wait({running}, timeout=STOP_GRACE)
+            if running not in done:
+                return None  # killed below; the stored cancel (or the release) decides
+        if running not in done:
+            attempt.context.request_cancel()
+            return failed(attempt, TimeoutError(), timed_out=True)
+        reply = running.result()
+    except WorkerDied as exc:
+        return failed(attempt, exc, plain=f"the task's process died: {exc}")
+    finally:
+        stopped.cancel()
+        if running.done() and not worker.broken:
+            pool.give_back(worker)
+        else:
+            running.cancel()
+            await pool.discard(worker)
+    if reply["ok"]:
+        return Outcome(TaskStatus.COMPLETED, result_json=reply["result"])
+    if reply.get("traceback"):
+        log.warning(
+            "task %s (%s) failed in its process:\n%s", task.id, task.name, reply["traceback"]
+        )
+    error = PermanentError(reply["error"]) if reply.get("permanent") else RuntimeError()
+    return failed(attempt, error, plain=reply["error"])
 
 
 def completed(attempt: Attempt, result: Any) -> Outcome:

@@ -1,8 +1,9 @@
 """Runs tasks: claims them, runs each attempt, records how it ended.
 
-`async def` tasks run as asyncio tasks, `def` tasks in daemon threads. At most
-`concurrency` attempts run at once; a `def` task that timed out or was abandoned keeps its
-slot until its thread really ends. The dispatcher is woken by an enqueue, by a freed slot
+`async def` tasks run as asyncio tasks, `def` tasks in daemon threads, `process=True` tasks
+in worker processes. At most `concurrency` attempts run at once, and at most `processes` of
+them in worker processes; a `def` task that timed out or was abandoned keeps its slot until
+its thread really ends. The dispatcher is woken by an enqueue, by a freed slot
 or by the next `run_at`, never by a polling loop. A watcher notices what other processes
 committed (cancels, new tasks) and recovers the tasks of processes that died.
 """
@@ -19,13 +20,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from store import Store
-from tasks import Context, TaskRegistry
+from tasks import Context, TaskDefinition, TaskRegistry
 from tasks.context import Services
 from tasks_service.config import Settings
 from tasks_service.models import NewTask, Outcome, StoreUnavailable, Task, TaskStatus, WorkerInfo
 from tasks_service.runtime import liveness
-from tasks_service.runtime.attempts import Attempt, run_async, run_in_thread
+from tasks_service.runtime.attempts import Attempt, run_async, run_in_process, run_in_thread
 from tasks_service.runtime.metrics import MetricsRecorder
+from tasks_service.runtime.processes import WorkerPool
 from tasks_service.runtime.watch import Watcher
 
 log = logging.getLogger("tasks.runner")
@@ -52,6 +54,17 @@ class Runner:
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._slots = settings.concurrency
         self._busy = 0
+        # Process tasks live in lanes of their own (one per type), claimed under this cap.
+        self._process_lanes = [d.name for d in registry if d.process]
+        self._process_names = frozenset(self._process_lanes)
+        self._process_slots = settings.processes
+        self._process_busy = 0
+        self._pool = WorkerPool(
+            sorted({d.module for d in registry if d.process}),
+            idle_limit=settings.processes,
+            max_tasks=settings.process_max_tasks,
+            max_rss=settings.process_max_memory_mb * 2**20,
+        )
         self._attempts: dict[str, Attempt] = {}
         self._wake = asyncio.Event()
         self._backlog = True  # due pending tasks may exist
@@ -80,6 +93,8 @@ class Runner:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.store.register_worker(self.worker_info())
+        for definition in self.registry:  # a type whose declaration changed since they queued
+            await self.store.relane(definition.name, lane_of(definition))
         await self._watcher.recover_dead()
         self._accepting = True
         self._loops = [
@@ -111,6 +126,7 @@ class Runner:
             _, unfinished = await asyncio.wait(running, timeout=grace)
             if unfinished:
                 await self._hand_back(unfinished)
+        await self._pool.close()
         with contextlib.suppress(StoreUnavailable):
             await self.metrics.flush(self.store)
             await self.store.remove_worker(self.worker_id)
@@ -146,16 +162,24 @@ class Runner:
         self, new: NewTask, create: Callable[..., Awaitable[tuple[_Stored, bool]]]
     ) -> tuple[_Stored, bool]:
         due = new.run_at is None or new.run_at <= time.time()
-        claim = self._accepting and due and not self._backlog and self._busy < self._slots
+        new.lane = lane_of(self.registry.get(new.name))
+        process = self._in_process(new.name)
+        claim = (
+            self._accepting
+            and due
+            and not self._backlog
+            and self._busy < self._slots
+            and (not process or self._process_busy < self._process_slots)
+        )
         if claim:
-            self._busy += 1  # reserved before the insert, so no other start can take it
+            self._take_slot(process)  # reserved before the insert: no other start can take it
             self._claim_begins()
         try:
             task, created = await create(new, claim_for=self.worker_id if claim else None)
         except BaseException:
             if claim:
                 self._claims_uncertain = True
-                self._free_slot()
+                self._free_slot(process)
             raise
         finally:
             if claim:
@@ -163,10 +187,10 @@ class Runner:
         if claim and created and task and self._accepting:
             self._launch(task)
         elif claim and created and task:  # shutdown began while the insert committed
-            self._free_slot()
+            self._free_slot(process)
             await self._unclaim([task])
         elif claim:
-            self._free_slot()
+            self._free_slot(process)
         elif created and task:
             self._note_pending(task.run_at)
         return task, created
@@ -192,8 +216,22 @@ class Runner:
             self._next_run_at = run_at
         self._wake.set()
 
-    def _free_slot(self) -> None:
+    def _in_process(self, name: str) -> bool:
+        """Whether tasks named so run in a worker process (and take a process slot)."""
+        return name in self._process_names
+
+    def _take_slot(self, process: bool) -> None:
+        self._busy += 1
+        if process:
+            self._process_busy += 1
+
+    def _free_slot(self, process: bool = False) -> None:
         self._busy -= 1
+        if process:
+            # The claim took no more process tasks than there were process slots: some may
+            # be waiting for this one.
+            self._process_busy -= 1
+            self._backlog = True
         if self._backlog:
             self._wake.set()
 
@@ -237,8 +275,9 @@ class Runner:
             return
         marks = self._backlog_marks
         self._claim_begins()
+        lanes = [(self._process_lanes, self._process_slots - self._process_busy)]
         try:
-            claimed = await self.store.claim(self.worker_id, free)
+            claimed = await self.store.claim(self.worker_id, free, lanes)
         except BaseException:
             self._claims_uncertain = True
             raise
@@ -248,7 +287,7 @@ class Runner:
             await self._unclaim(claimed)
             return
         for task in claimed:
-            self._busy += 1
+            self._take_slot(self._in_process(task.name))
             self._launch(task)
         if len(claimed) < free and marks == self._backlog_marks:
             self._backlog = False
@@ -299,7 +338,9 @@ class Runner:
         attempt.handle = asyncio.create_task(self._run(attempt), name=f"task-{task.id}")
 
     async def _run(self, attempt: Attempt) -> None:
-        if attempt.definition.is_async:
+        if attempt.definition.process:
+            outcome = await run_in_process(attempt, self._pool)
+        elif attempt.definition.is_async:
             outcome = await run_async(attempt)
         else:
             outcome = await run_in_thread(attempt, thread_ended=self._free_slot)
@@ -317,7 +358,7 @@ class Runner:
             await with_store_retries(lambda: self.store.finish(task, outcome))
         finally:
             self._settling.discard(task.id)
-            self._free_slot()
+            self._free_slot(self._in_process(task.name))
 
     async def _conclude(self, attempt: Attempt, outcome: Outcome | None) -> None:
         """Store how the attempt ended; a stored cancel wins over whatever it returned."""
@@ -371,7 +412,7 @@ class Runner:
             del self._attempts[attempt.task.id]
         if attempt.holds_slot:
             attempt.holds_slot = False
-            self._free_slot()
+            self._free_slot(attempt.definition.process)
 
     # -- what the watcher tells us -------------------------------------------------------
 
@@ -401,6 +442,11 @@ class Runner:
         """Due tasks appeared that no enqueue of ours noted (e.g. a dead worker's)."""
         self._backlog = True
         self._wake.set()
+
+
+def lane_of(definition: TaskDefinition) -> str | None:
+    """The lane a type's tasks are claimed from: their own for process tasks, else none."""
+    return definition.name if definition.process else None
 
 
 async def with_store_retries(write: Callable[[], Awaitable[Any]]) -> None:

@@ -78,6 +78,7 @@ class TaskType(BaseModel):
     max_attempts: int
     timeout: float | None
     schedule: str | None
+    process: bool = Field(description="each attempt runs in a worker process of its own")
 
 
 class ScheduleOut(BaseModel):
