@@ -77,3 +77,15 @@ def unserialisable(ctx: Context) -> object:
 async def async_in_process(ctx: Context, text: str) -> str:
     await ctx.progress(50, "half")
     return f"{text} from {os.getpid()}"
+
+
+@task(process=True)
+def long_first_time(ctx: Context, marker: str) -> int:
+    """Burns CPU for a minute on its first start (noting its pid), returns at once after."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pass
+    return os.getpid()
