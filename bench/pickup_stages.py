@@ -45,9 +45,9 @@ marks: list[tuple[str, float]] = []
 
 def instrumented() -> Any:
     """bench/app.py's app, timestamping each stage of POST /tasks (in the server)."""
-    import runner
-    import store
     from bench.app import app
+    from tasks_service.engines.sqlite import SqliteStore
+    from tasks_service.runtime.runner import Runner
 
     def timed(cls: type, name: str, stage: str, *, after: str | None = None) -> None:
         original: Callable[..., Any] = getattr(cls, name)
@@ -61,9 +61,9 @@ def instrumented() -> Any:
 
         setattr(cls, name, wrapper)
 
-    timed(runner.Runner, "_insert", "insert")
-    timed(runner.Runner, "_launch", "launched")
-    timed(store.SqliteStore, "_run_transaction", "transaction", after="committed")
+    timed(Runner, "_insert", "insert")
+    timed(Runner, "_launch", "launched")
+    timed(SqliteStore, "_run_transaction", "transaction", after="committed")
 
     class Stamp:
         def __init__(self, inner: Any) -> None:
