@@ -131,15 +131,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for synchronous in ("FULL", "NORMAL"):
             sqlite = {"TASKS_SQLITE_SYNCHRONOUS": synchronous}
-            process, url = start_server(1, f"{tmp}/{synchronous}.db", sqlite, APP)
+            server = start_server(1, f"{tmp}/{synchronous}.db", sqlite, APP)
             try:
-                with httpx.Client(base_url=url, timeout=10) as client:
+                with httpx.Client(base_url=server.url, timeout=10) as client:
                     columns[synchronous] = stages_of_posts(client, args.samples)
                     if not background:
                         background = background_pickups(client, args.samples)
             finally:
-                process.terminate()
-                process.wait(timeout=30)
+                server.stop()
     print(
         f"\nOne POST /tasks at a time on an idle service, {args.samples} requests per column: "
         "p50 ms from just before the POST\n"

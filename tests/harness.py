@@ -87,7 +87,7 @@ class Server:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until GET /health answers 200. A server that exits first, or is not healthy in
         time (it is killed then), raises AssertionError with its log."""
-        self._wait_for(lambda health: True, timeout, "healthy")
+        self._wait_for(lambda health: True, timeout, lambda: "server never became healthy")
 
     def wait_every_worker(self, timeout: float = 30.0) -> None:
         """Until each of the `workers` processes has answered GET /health. A health check is
@@ -99,9 +99,15 @@ class Server:
             answered.add(health["worker"])
             return len(answered) >= self.workers
 
-        self._wait_for(every_worker, timeout, f"answered by all {self.workers} workers")
+        self._wait_for(
+            every_worker,
+            timeout,
+            lambda: f"only {len(answered)} of the server's {self.workers} workers answered",
+        )
 
-    def _wait_for(self, done: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> None:
+    def _wait_for(
+        self, done: Callable[[dict[str, Any]], bool], timeout: float, failure: Callable[[], str]
+    ) -> None:
         assert self.process is not None, "not started"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -116,7 +122,7 @@ class Server:
                     return
             time.sleep(0.02)
         self.kill()
-        raise AssertionError(f"server never became {what} in {timeout:g} s{self._log_for_error()}")
+        raise AssertionError(f"{failure()} within {timeout:g} s{self._log_for_error()}")
 
     def signal(self, signum: int) -> None:
         assert self.process is not None, "not started"
