@@ -43,13 +43,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,72 +52,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-TASK_MODULES = "tests.sample_tasks"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import SAMPLE_MODULES, Server, all_tasks
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Service:
-    """`uvicorn main:app` in a subprocess, restartable on the same database and port."""
-
-    db: Path
-    log_dir: Path
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"server-{self.starts}.log"
-
-    def start(self, timeout: float = 30.0) -> float:
-        """Start it and wait until /health answers; returns how long that took."""
-        self.starts += 1
-        env = {**os.environ, "TASKS_DB": str(self.db), "TASKS_MODULES": TASK_MODULES, **self.env}
-        command = [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--no-access-log"]
-        began = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
-        while time.monotonic() - began < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early, see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return time.monotonic() - began
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"server not healthy after {timeout:g} s, see {self.log_path}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(30)
-
-    def stop(self) -> None:
-        """SIGTERM (a clean exit), SIGKILL if it takes too long."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
+def start(server: Server, workdir: Path, number: int) -> float:
+    """Start it (again: same database, same port) with its log in server-<number>.log, and
+    wait until /health answers; returns how long that took."""
+    server.log_path = workdir / f"server-{number}.log"
+    began = time.monotonic()
+    server.start()
+    return time.monotonic() - began
 
 
 @dataclass
@@ -181,23 +125,6 @@ def _up(http: httpx.Client) -> bool:
         return http.get("/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def all_tasks(url: str) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = []
-    cursor = None
-    with httpx.Client(base_url=url, timeout=30) as http:
-        while True:
-            params: dict[str, Any] = {"limit": 500}
-            if cursor:
-                params["cursor"] = cursor
-            response = http.get("/tasks", params=params)
-            response.raise_for_status()
-            page = response.json()
-            tasks.extend(page["items"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return tasks
 
 
 def unfinished(url: str) -> int:
@@ -284,30 +211,34 @@ def crashloop(
     began = time.monotonic()
     rng = random.Random(seed)
     marks = workdir / "marks"
-    service = Service(
+    server = Server(
         db=workdir / "tasks.db",
-        log_dir=workdir,
-        env={"TASKS_CONCURRENCY": str(concurrency), "TASKS_LOG_LEVEL": "WARNING"},
+        env={
+            "TASKS_MODULES": ",".join(SAMPLE_MODULES),
+            "TASKS_CONCURRENCY": str(concurrency),
+            "TASKS_LOG_LEVEL": "WARNING",
+        },
+        args=["--no-access-log"],
     )
     shared = Client()
     stop = threading.Event()
     threads = [
         threading.Thread(
             target=client_loop,
-            args=(n, service.url, marks, rate / connections, task_seconds, stop, shared),
+            args=(n, server.url, marks, rate / connections, task_seconds, stop, shared),
             daemon=True,
         )
         for n in range(connections)
     ]
     slowest_restart = 0.0
     try:
-        service.start()
+        start(server, workdir, 1)
         for thread in threads:
             thread.start()
         for kill in range(1, kills + 1):
             time.sleep(rng.uniform(*up_seconds))
-            service.kill()
-            restart = service.start()
+            server.kill()
+            restart = start(server, workdir, kill + 1)
             slowest_restart = max(slowest_restart, restart)
             progress(
                 f"kill {kill}/{kills}: {len(shared.accepted)} accepted so far, "
@@ -318,13 +249,13 @@ def crashloop(
         for thread in threads:
             thread.join(30)
         drain_began = time.monotonic()
-        while unfinished(service.url) and time.monotonic() - drain_began < drain_timeout:
+        while unfinished(server.url) and time.monotonic() - drain_began < drain_timeout:
             time.sleep(0.1)
         drain_seconds = time.monotonic() - drain_began
-        tasks = all_tasks(service.url)
+        tasks = all_tasks(server)
     finally:
         stop.set()
-        service.stop()
+        server.stop()
 
     accepted = set(shared.accepted)
     by_id = {task["id"]: task for task in tasks}

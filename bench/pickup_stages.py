@@ -45,9 +45,9 @@ marks: list[tuple[str, float]] = []
 
 def instrumented() -> Any:
     """bench/app.py's app, timestamping each stage of POST /tasks (in the server)."""
-    import runner
-    import store
     from bench.app import app
+    from tasks_service.engines.sqlite import SqliteStore
+    from tasks_service.runtime.runner import Runner
 
     def timed(cls: type, name: str, stage: str, *, after: str | None = None) -> None:
         original: Callable[..., Any] = getattr(cls, name)
@@ -61,9 +61,9 @@ def instrumented() -> Any:
 
         setattr(cls, name, wrapper)
 
-    timed(runner.Runner, "_insert", "insert")
-    timed(runner.Runner, "_launch", "launched")
-    timed(store.SqliteStore, "_run_transaction", "transaction", after="committed")
+    timed(Runner, "_insert", "insert")
+    timed(Runner, "_launch", "launched")
+    timed(SqliteStore, "_run_transaction", "transaction", after="committed")
 
     class Stamp:
         def __init__(self, inner: Any) -> None:
@@ -131,15 +131,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for synchronous in ("FULL", "NORMAL"):
             sqlite = {"TASKS_SQLITE_SYNCHRONOUS": synchronous}
-            process, url = start_server(1, f"{tmp}/{synchronous}.db", sqlite, APP)
+            server = start_server(1, f"{tmp}/{synchronous}.db", sqlite, APP)
             try:
-                with httpx.Client(base_url=url, timeout=10) as client:
+                with httpx.Client(base_url=server.url, timeout=10) as client:
                     columns[synchronous] = stages_of_posts(client, args.samples)
                     if not background:
                         background = background_pickups(client, args.samples)
             finally:
-                process.terminate()
-                process.wait(timeout=30)
+                server.stop()
     print(
         f"\nOne POST /tasks at a time on an idle service, {args.samples} requests per column: "
         "p50 ms from just before the POST\n"

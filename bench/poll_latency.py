@@ -23,10 +23,7 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +39,7 @@ from tasks_service.engines.sqlite import SqliteStore
 from tasks_service.models import new_id
 from tasks_service.runtime import liveness
 from tasks_service.sql import COLUMNS
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.harness import Server
 
 INSERT = f"INSERT INTO tasks ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
 CHUNK = 50_000  # rows per transaction
@@ -173,46 +169,10 @@ def build(path: Path, tasks: int, worker_id: str) -> Store:
     return Store(path, tasks, sample_ids, middle_id, time.perf_counter() - began)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(db: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "TASKS_DB": str(db),
-        "TASKS_DATA_DIR": str(data_dir),
-        "TASKS_LOG_LEVEL": "WARNING",
-    }
-    command = [sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)]
-    command += ["--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    stop_server(process)
-    raise SystemExit("the server did not start")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def start_server(db: Path, data_dir: Path) -> Server:
+    env = {"TASKS_DATA_DIR": str(data_dir), "TASKS_LOG_LEVEL": "WARNING"}
+    server = Server(db=db, env=env, args=["--log-level", "warning", "--no-access-log"])
+    return server.start(timeout=60)
 
 
 def endpoints(store: Store) -> list[tuple[str, list[str]]]:
@@ -263,14 +223,14 @@ def measure(
 def run(
     store: Store, tmp: Path, requests: int, warmup: int
 ) -> dict[str, tuple[list[float], int | None]]:
-    process, url = start_server(store.path, tmp / "data")
+    server = start_server(store.path, tmp / "data")
     try:
-        with httpx.Client(base_url=url, timeout=30) as client:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             return {
                 label: measure(client, paths, requests, warmup) for label, paths in endpoints(store)
             }
     finally:
-        stop_server(process)
+        server.stop()
 
 
 def main() -> None:

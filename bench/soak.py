@@ -41,9 +41,6 @@ import os
 import random
 import re
 import resource
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,17 +50,14 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.harness import SAMPLE_MODULES, Server
+
 MIX = ["echo"] * 14 + ["sleep"] * 2 + ["boom"] * 2 + ["cancel"] * 2
 FLAT_RSS_MB = 10.0
 FLAT_FDS = 10
 FLAT_DB_SHARE, FLAT_DB_MB = 0.10, 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -289,29 +283,12 @@ def unexpected_log_records(log: str) -> list[str]:
     return [r for r in records if not (r.startswith("ERROR") and "(boom)" in r.split("\n")[0])]
 
 
-def start_server(db: Path, log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    environment = {
-        **os.environ,
-        "TASKS_DB": str(db),
-        "TASKS_MODULES": "tests.sample_tasks",
-        "TASKS_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    command = [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"the server did not start:\n{log.read_text()}")
+def start_server(db: Path, log: Path, env: dict[str, str]) -> Server:
+    env = {"TASKS_MODULES": ",".join(SAMPLE_MODULES), "TASKS_LOG_LEVEL": "WARNING", **env}
+    server = Server(
+        db=db, log_path=log, env=env, args=["--no-access-log", "--log-level", "warning"]
+    )
+    return server.start()
 
 
 def main() -> None:
@@ -345,12 +322,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         db, log = Path(tmp) / "soak.db", Path(tmp) / "server.log"
         env = {"TASKS_RESULT_TTL": f"{ttl:g}", "TASKS_CONCURRENCY": str(args.concurrency)}
-        process, url = start_server(db, log, env)
+        server = start_server(db, log, env)
+        assert server.process is not None
         print(
             f"\nSoak: {args.minutes:g} min at {args.rate:g} tasks/s (of every 20: 14 echo, "
             f"2 sleep 1-4 s, 2 boom, 2 sleep cancelled after 0.3 s), TASKS_RESULT_TTL={ttl:g} s, "
             f"purge every {purge_every:g} s, TASKS_CONCURRENCY={args.concurrency}, "
-            f"server pid {process.pid}, {os.cpu_count()} cores\n",
+            f"server pid {server.process.pid}, {os.cpu_count()} cores\n",
             flush=True,
         )
         print(
@@ -361,8 +339,8 @@ def main() -> None:
         try:
             rows, load = asyncio.run(
                 soak(
-                    url,
-                    process.pid,
+                    server.url,
+                    server.process.pid,
                     db,
                     seconds=seconds,
                     rate=args.rate,
@@ -371,15 +349,10 @@ def main() -> None:
                     connections=args.connections,
                 )
             )
-            finished = asyncio.run(outcomes(url, load))
+            finished = asyncio.run(outcomes(server.url, load))
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        server_log = log.read_text()
+            server.stop()
+        server_log = server.log_text()
 
     checks, reference = verdict(rows, reference_at, store_bound)
     usage = resource.getrusage(resource.RUSAGE_SELF)

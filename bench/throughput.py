@@ -27,8 +27,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -45,54 +43,34 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stats import percentile
+from tests.harness import Server, stop_all
 from tests.postgres import PostgresServer
-
-ROOT = Path(__file__).resolve().parent.parent
 
 STORE_NAMES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 UNFINISHED = "SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+QUIET = ["--log-level", "warning", "--no-access-log"]
 
 
 def start_server(
     workers: int, db: str, extra_env: dict[str, str], app: str = "bench.app:app"
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+) -> Server:
     env = {
-        **os.environ,
-        "TASKS_DB": db,
         "TASKS_MODULES": "bench.bench_tasks",
         "TASKS_LOG_LEVEL": "WARNING",
         "TASKS_CONCURRENCY": "64",
         **extra_env,
     }
-    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port)]
-    command += ["--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(db=db, app=app, workers=workers, env=env, args=QUIET)
+    server.start(wait_healthy=False)
     # Ready once every worker has answered: wrk's connections stay open, so any that reached
     # the socket while one worker was still starting would all go to the other for the whole
-    # row. Each health check is a new connection, taken by whichever worker accepts first.
-    answered: set[str] = set()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{url}/health", timeout=1)
-            if response.status_code == 200:
-                answered.add(response.json()["worker"])
-                if len(answered) == workers:
-                    time.sleep(0.2)
-                    return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"{workers - len(answered)} of {workers} workers did not start")
+    # row.
+    try:
+        server.wait_every_worker(30)
+    except AssertionError as exc:
+        raise SystemExit(str(exc)) from None
+    time.sleep(0.2)
+    return server
 
 
 @contextmanager
@@ -100,19 +78,13 @@ def servers(
     instances: int, workers: int, db: str, extra_env: dict[str, str]
 ) -> Iterator[list[str]]:
     """`instances` separate uvicorns of `workers` workers each, all on `db`; their URLs."""
-    processes: list[subprocess.Popen[bytes]] = []
+    started: list[Server] = []
     try:
-        urls = []
         for _ in range(instances):
-            process, url = start_server(workers, db, extra_env)
-            processes.append(process)
-            urls.append(url)
-        yield urls
+            started.append(start_server(workers, db, extra_env))
+        yield [server.url for server in started]
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(60)
+        stop_all(started, timeout=60)
 
 
 class Database:

@@ -18,7 +18,6 @@ import contextlib
 import os
 import pwd
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -30,6 +29,8 @@ from types import TracebackType
 from typing import IO, Literal
 
 import asyncpg
+
+from tests.harness import free_port
 
 INSTALL_ROOT = Path("/usr/lib/postgresql")
 
@@ -75,12 +76,6 @@ def find_bin_dir() -> Path:
             "apt-get install postgresql (bash scripts/test does it when run as root)"
         )
     return max(found, key=lambda bin_dir: int(bin_dir.parent.name))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def quote_ident(name: str) -> str:

@@ -30,12 +30,10 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.conftest import ROOT, SAMPLE_MODULES, TERMINAL, Server
-from tests.test_process import wait_until
+from tests.harness import ROOT, SAMPLE_MODULES, Server, ServerFactory, wait_until
+from tests.helpers import TERMINAL
 
 pytestmark = pytest.mark.slow
-
-ServerFactory = Callable[..., Server]
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

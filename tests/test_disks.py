@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from tasks_service.engines import sqlite as sqlite_engine
-from tests.conftest import ROOT, SAMPLE_MODULES, App, AppFactory, free_port
+from tests.harness import ROOT, SAMPLE_MODULES, free_port
+from tests.helpers import App, AppFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ import pytest
 from tasks_service import AddTask, create_app
 from tasks_service.config import Settings
 from tests import sample_tasks
-from tests.conftest import BOTH_STORES, App, AppFactory
+from tests.helpers import BOTH_STORES, App, AppFactory
 
 pytestmark = [pytest.mark.anyio, BOTH_STORES]
 

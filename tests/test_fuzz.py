@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import Server
+from tests.harness import TEST_ENV, Server
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,12 @@ REACHES_OUT = {"http_request", "send_email"}
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    env = {"TASKS_MODULES": "", "TASKS_DATA_DIR": str(tmp / "data"), "TASKS_SHUTDOWN_GRACE": "1"}
+    env = {
+        **TEST_ENV,
+        "TASKS_MODULES": "",
+        "TASKS_DATA_DIR": str(tmp / "data"),
+        "TASKS_SHUTDOWN_GRACE": "1",
+    }
     server = Server(db=tmp / "tasks.db", log_path=tmp / "server.log", env=env).start()
     yield server
     server.stop()

@@ -7,16 +7,13 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.harness import Server, ServerFactory
 
 pytestmark = pytest.mark.slow
-
-ServerFactory = Callable[..., Server]
 
 
 def healthy(server: Server) -> bool:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from tasks.http_request import BODY_LIMIT
-from tests.conftest import SAMPLE_MODULES, App, AppFactory, free_port
+from tests.harness import SAMPLE_MODULES, free_port
+from tests.helpers import App, AppFactory
 
 pytestmark = pytest.mark.anyio
 

@@ -30,13 +30,12 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import SAMPLE_MODULES, TERMINAL, Server, statuses
+from tests.harness import SAMPLE_MODULES, Server, ServerFactory, get, post, wait_until
+from tests.helpers import TERMINAL, statuses
 from tests.postgres import PostgresServer
-from tests.test_process import get, post, wait_until
 
 pytestmark = pytest.mark.slow
 
-ServerFactory = Callable[..., Server]
 Instances = Callable[..., list[Server]]
 SCHEDULED = ",".join((*SAMPLE_MODULES, "tests.scheduled_tasks"))
 

@@ -7,19 +7,17 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BOTH_STORES, App, AppFactory, Server, eventually
-from tests.test_process import post
+from tests.harness import ServerFactory, eventually, post
+from tests.helpers import BOTH_STORES, App, AppFactory
 
 pytestmark = BOTH_STORES
-
-ServerFactory = Callable[..., Server]
 
 
 def stream(url: str, *, timeout: float = 30) -> Iterator[tuple[str, dict[str, Any] | None]]:

@@ -14,7 +14,8 @@ import tasks_service.engines.postgres as pg_store
 from store import StoreOpenError
 from tasks_service.engines.postgres import PostgresStore
 from tasks_service.models import NewTask, StoreUnavailable, TaskStatus
-from tests.conftest import AppFactory, eventually
+from tests.harness import eventually
+from tests.helpers import AppFactory
 from tests.postgres import PostgresServer
 
 pytestmark = pytest.mark.anyio

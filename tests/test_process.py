@@ -3,62 +3,16 @@
 from __future__ import annotations
 
 import collections
-import signal
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TERMINAL, Server, statuses
+from tests.harness import ServerFactory, all_tasks, get, post, stop_gracefully, wait_until
+from tests.helpers import TERMINAL, statuses
 
 pytestmark = pytest.mark.slow
-
-ServerFactory = Callable[..., Server]
-
-
-def post(server: Server, name: str, **body: Any) -> dict[str, Any]:
-    response = httpx.post(f"{server.url}/tasks", json={"name": name, **body}, timeout=10)
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-def get(server: Server, task_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/tasks/{task_id}", timeout=10)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def all_tasks(server: Server) -> list[dict[str, Any]]:
-    tasks: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"limit": 500}
-        if cursor:
-            params["cursor"] = cursor
-        page = httpx.get(f"{server.url}/tasks", params=params, timeout=10).json()
-        tasks.extend(page["items"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return tasks
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
-
-
-def stop_gracefully(server: Server) -> None:
-    """SIGTERM, then a clean exit (uvicorn re-raises the signal once shut down)."""
-    server.signal(signal.SIGTERM)
-    assert server.wait() in (0, -signal.SIGTERM)
-    assert "Application shutdown complete" in server.log_path.read_text()
 
 
 def lines(path: Path) -> list[str]:

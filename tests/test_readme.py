@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import ROOT
+from tests.harness import ROOT
 
 
 def commands() -> list[str]:

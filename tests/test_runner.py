@@ -19,7 +19,8 @@ from tasks_service.config import Settings
 from tasks_service.models import StoreUnavailable
 from tasks_service.runtime.attempts import retry_delay
 from tests import sample_tasks
-from tests.conftest import BOTH_STORES, App, AppFactory, eventually
+from tests.harness import eventually
+from tests.helpers import BOTH_STORES, App, AppFactory
 
 pytestmark = [pytest.mark.anyio, BOTH_STORES]
 

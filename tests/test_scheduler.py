@@ -17,7 +17,8 @@ from scheduler import build_trigger, latest_tick
 from tasks import cron, every
 from tasks_service.config import Settings
 from tasks_service.engines import is_postgres_url
-from tests.conftest import BOTH_STORES, SAMPLE_MODULES, App, AppFactory
+from tests.harness import SAMPLE_MODULES
+from tests.helpers import BOTH_STORES, App, AppFactory
 
 pytestmark = [pytest.mark.anyio, BOTH_STORES]
 

@@ -15,7 +15,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tasks import Context, PermanentError
 from tasks.send_email import _parse_url, send_email
-from tests.conftest import SAMPLE_MODULES, App, AppFactory, free_port
+from tests.harness import SAMPLE_MODULES, free_port
+from tests.helpers import App, AppFactory
 from tests.mailbox import StartServer
 
 pytestmark = pytest.mark.anyio

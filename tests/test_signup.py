@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server
+from tests.harness import ROOT, Server
 from tests.mailbox import StartServer
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -15,12 +14,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SAMPLE_MODULES, TERMINAL, Server, statuses
-from tests.test_process import all_tasks, get, post, stop_gracefully, wait_until
+from tests.harness import (
+    SAMPLE_MODULES,
+    ServerFactory,
+    all_tasks,
+    get,
+    post,
+    stop_gracefully,
+    wait_until,
+)
+from tests.helpers import TERMINAL, statuses
 
 pytestmark = pytest.mark.slow
 
-ServerFactory = Callable[..., Server]
 SCHEDULED = ",".join((*SAMPLE_MODULES, "tests.scheduled_tasks"))
 
 
