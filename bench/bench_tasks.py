@@ -38,3 +38,35 @@ async def clock(ctx: Context) -> float:
 async def wait_forever(ctx: Context) -> None:
     """Runs until cancelled, for cancel latency."""
     await asyncio.Event().wait()
+
+
+def _burn(ctx: Context, seconds: float, check: bool) -> int:
+    """Burns CPU for `seconds` (the pid goes out first, as the progress message)."""
+    import os
+
+    ctx.progress(0, f"pid {os.getpid()}")
+    deadline = time.monotonic() + seconds
+    spins = 0
+    while time.monotonic() < deadline:
+        if check and ctx.cancelled:
+            break
+        for _ in range(20_000):
+            spins += 1
+    return spins
+
+
+@task(process=True)
+def burn_process(ctx: Context, seconds: float) -> int:
+    """CPU-bound code that never looks at ctx.cancelled, in a worker process."""
+    return _burn(ctx, seconds, check=False)
+
+
+@task
+def burn_thread(ctx: Context, seconds: float) -> int:
+    """The same in a thread (it looks at ctx.cancelled, or the benchmark could not end)."""
+    return _burn(ctx, seconds, check=True)
+
+
+@task(process=True)
+def noop_process(ctx: Context) -> None:
+    """Does nothing, in a worker process: what one process attempt costs."""

@@ -31,6 +31,9 @@ class Settings:
     # its resident memory passes this many MiB (a leaking library cannot grow for ever).
     process_max_tasks: int = 1000
     process_max_memory_mb: int = 1024
+    # Worker processes run this much nicer than the server, so that the API keeps its CPU
+    # while they burn every core (0 to 19, as for `nice`).
+    process_nice: int = 10
     sqlite_synchronous: str = "FULL"
     lease_seconds: float = 30.0
     watch_interval: float = 0.2
@@ -61,6 +64,7 @@ class Settings:
             process_max_memory_mb=reader.integer(
                 "TASKS_PROCESS_MAX_MEMORY_MB", default.process_max_memory_mb, minimum=16
             ),
+            process_nice=reader.integer("TASKS_PROCESS_NICE", default.process_nice, maximum=19),
             sqlite_synchronous=reader.choice(
                 "TASKS_SQLITE_SYNCHRONOUS", default.sqlite_synchronous, ("FULL", "NORMAL")
             ),
@@ -81,7 +85,9 @@ class _Reader:
     def text(self, name: str, default: str) -> str:
         return self.env.get(name) or default
 
-    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None
+    ) -> int:
         raw = self.env.get(name)
         if not raw:
             return default
@@ -91,6 +97,8 @@ class _Reader:
             raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise SettingsError(f"{name} must be at most {maximum}, got {value}")
         return value
 
     def number(self, name: str, default: float, *, minimum: float = 0) -> float:

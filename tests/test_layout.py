@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.harness import ROOT, free_port
 
 # What the product's design keeps at the top of the tree; everything else is in the package.
 TOP_LEVEL_MODULES = {"main.py", "scheduler.py", "store.py"}

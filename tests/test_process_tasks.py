@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tasks import Context, TaskDeclarationError, TaskRegistry, task
-from tests.conftest import BOTH_STORES, App, AppFactory, eventually
+from tests.harness import eventually
+from tests.helpers import BOTH_STORES, App, AppFactory
 
 pytestmark = [pytest.mark.anyio, BOTH_STORES]
 

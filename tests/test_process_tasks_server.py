@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import BOTH_STORES, Server
-from tests.test_process import get, post, stop_gracefully, wait_until
+from tests.harness import ServerFactory, get, post, stop_gracefully, wait_until
+from tests.helpers import BOTH_STORES
 from tests.test_process_tasks import alive
 
 pytestmark = [pytest.mark.slow, BOTH_STORES]
 
-ServerFactory = Callable[..., Server]
 MODULES = "tests.process_tasks,tests.sample_tasks"
 
 

@@ -172,6 +172,8 @@ def main() -> None:
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError, ValueError):  # background work yields the CPU to the API
+        os.nice(int(os.environ.get("TASKS_CHILD_NICE", "0")))
     sys.path[:0] = [p for p in json.loads(os.environ.get("TASKS_CHILD_PATH", "[]")) if p]
     channel = Channel(socket.socket(fileno=fd))
     for module in sys.argv[3:]:  # warm: the task modules load once, not per attempt

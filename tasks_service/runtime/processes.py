@@ -69,9 +69,13 @@ class Worker:
         self.broken = False  # killed, dead, or mid-attempt when given up on
 
     @classmethod
-    async def start(cls, modules: Sequence[str]) -> Worker:
+    async def start(cls, modules: Sequence[str], nice: int = 0) -> Worker:
         ours, theirs = socket.socketpair()
-        env = {**os.environ, "TASKS_CHILD_PATH": json.dumps([p for p in sys.path if p])}
+        env = {
+            **os.environ,
+            "TASKS_CHILD_PATH": json.dumps([p for p in sys.path if p]),
+            "TASKS_CHILD_NICE": str(nice),
+        }
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -160,8 +164,17 @@ class Worker:
 class WorkerPool:
     """The warm workers of one server process; the runner decides how many run at once."""
 
-    def __init__(self, modules: Sequence[str], *, idle_limit: int, max_tasks: int, max_rss: int):
+    def __init__(
+        self,
+        modules: Sequence[str],
+        *,
+        idle_limit: int,
+        max_tasks: int,
+        max_rss: int,
+        nice: int = 0,
+    ) -> None:
         self._modules = list(modules)
+        self._nice = nice
         self._idle_limit = idle_limit
         self._max_tasks = max_tasks
         self._max_rss = max_rss
@@ -181,7 +194,7 @@ class WorkerPool:
             if worker.process.returncode is None and not worker.broken:
                 self._busy.add(worker)
                 return worker
-        worker = await Worker.start(self._modules)
+        worker = await Worker.start(self._modules, self._nice)
         if self._closed:
             await worker.kill()
             raise WorkerStartFailed("the service is stopping")

@@ -64,6 +64,7 @@ class Runner:
             idle_limit=settings.processes,
             max_tasks=settings.process_max_tasks,
             max_rss=settings.process_max_memory_mb * 2**20,
+            nice=settings.process_nice,
         )
         self._attempts: dict[str, Attempt] = {}
         self._wake = asyncio.Event()
