@@ -222,7 +222,8 @@ class Store(abc.ABC):
             for name in names:
                 params.extend((name, now, cap))
             params.append(cap)
-        params.append(limit)
+        if groups:
+            params.append(limit)
         sql = claim_statement(self.sql.dialect, tuple(len(names) for names, _ in groups))
         rows = await self._write_returning(sql, params)
         tasks = [task_from_row(row) for row in rows]

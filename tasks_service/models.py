@@ -86,7 +86,7 @@ class Task:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskRequest:
     """What a caller asks for: a task type, its params, and how to run it.
 

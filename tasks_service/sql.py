@@ -256,6 +256,16 @@ def claim_statement(dialect: Dialect, lane_groups: tuple[int, ...]) -> str:
     cap, then the overall limit. `lane_groups` says how many lanes each group has.
     """
     pin, lock = dialect.indexed_by, dialect.claim_lock
+    update = (
+        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, "
+        "started_at = ? WHERE id IN "
+    )
+    if not lane_groups:  # the common case: plain tasks only, straight from their index
+        return dialect.prepare(
+            f"{update}(SELECT id FROM tasks {pin('tasks_due')} WHERE status = 'pending' "
+            f"AND lane IS NULL AND run_at <= ? {_CLAIM_ORDER} LIMIT ? {lock}) "
+            f"RETURNING {COLUMNS}"
+        )
     plain = (
         f"SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM tasks "
         f"{pin('tasks_due')} WHERE status = 'pending' AND lane IS NULL AND run_at <= ? "
@@ -274,9 +284,8 @@ def claim_statement(dialect: Dialect, lane_groups: tuple[int, ...]) -> str:
         )
     candidates = " UNION ALL ".join(branches)
     return dialect.prepare(
-        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, "
-        f"started_at = ? WHERE id IN (SELECT id FROM ({candidates}) candidates "
-        f"{_CLAIM_ORDER} LIMIT ?) RETURNING {COLUMNS}"
+        f"{update}(SELECT id FROM ({candidates}) candidates {_CLAIM_ORDER} LIMIT ?) "
+        f"RETURNING {COLUMNS}"
     )
 
 

@@ -50,7 +50,7 @@ class Attempt:
     cancel_requested: bool = False
     shutting_down: bool = False
     holds_slot: bool = True  # async attempts; a thread's slot is freed when the thread ends
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # a stop was asked for
+    stopping: asyncio.Event | None = None  # set when a stop is asked (process attempts)
 
     def request_stop(self, *, shutdown: bool = False) -> None:
         """Ask the attempt to stop: a flag for code that checks, an interruption where one
@@ -61,7 +61,8 @@ class Attempt:
         else:
             self.cancel_requested = True
         self.context.request_cancel()
-        self.stopping.set()
+        if self.stopping is not None:
+            self.stopping.set()
         if self.interruptible and self.handle and (shutdown or self.definition.is_async):
             self.handle.cancel()
 
@@ -160,6 +161,9 @@ async def run_in_process(attempt: Attempt, pool: WorkerPool) -> Outcome | None:
         "name": definition.name,
         "params": task.params,
     }
+    attempt.stopping = asyncio.Event()
+    if attempt.cancel_requested or attempt.shutting_down:
+        attempt.stopping.set()  # asked before the worker was ready
     running = asyncio.ensure_future(worker.run(job, attempt.context.progress))
     stopped = asyncio.ensure_future(attempt.stopping.wait())
     try:

@@ -57,6 +57,7 @@ class Runner:
         # Process tasks live in lanes of their own (one per type), claimed under this cap.
         self._process_lanes = [d.name for d in registry if d.process]
         self._process_names = frozenset(self._process_lanes)
+        self._lanes = {d.name: lane_of(d) for d in registry}
         self._process_slots = settings.processes
         self._process_busy = 0
         self._pool = WorkerPool(
@@ -163,8 +164,8 @@ class Runner:
         self, new: NewTask, create: Callable[..., Awaitable[tuple[_Stored, bool]]]
     ) -> tuple[_Stored, bool]:
         due = new.run_at is None or new.run_at <= time.time()
-        new.lane = lane_of(self.registry.get(new.name))
-        process = self._in_process(new.name)
+        new.lane = self._lanes.get(new.name)
+        process = new.name in self._process_names
         claim = (
             self._accepting
             and due

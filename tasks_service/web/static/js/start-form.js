@@ -41,6 +41,7 @@ function renderParamFields() {
   if (type.max_attempts > 1) facts.push(`up to ${type.max_attempts} attempts`);
   if (type.timeout) facts.push(`timeout ${type.timeout} s`);
   if (type.schedule) facts.push(`scheduled ${type.schedule}`);
+  if (type.process) facts.push("runs in a worker process of its own");
   setText($("#start-description"), [type.description, facts.join(" · ")].filter(Boolean).join(" — "));
   container.replaceChildren(...paramFields(type.params_schema ?? {}));
 }
