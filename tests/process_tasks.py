@@ -89,3 +89,13 @@ def long_first_time(ctx: Context, marker: str) -> int:
         while time.monotonic() < deadline:
             pass
     return os.getpid()
+
+
+_ballast: list[bytes] = []
+
+
+@task(process=True)
+def grow(ctx: Context, megabytes: int) -> int:
+    """Keeps `megabytes` more of memory alive in its worker (a leak), returns its pid."""
+    _ballast.append(b"x" * (megabytes * 2**20))
+    return os.getpid()

@@ -188,6 +188,18 @@ async def test_workers_are_recycled_after_max_tasks(make_app: AppFactory) -> Non
     assert pids[0] == pids[1] != pids[2]
 
 
+async def test_a_worker_grown_past_its_memory_limit_is_replaced(make_app: AppFactory) -> None:
+    app = await make_app(modules=MODULES, processes=1, process_max_memory_mb=64)
+    small = await app.post_task("grow", params={"megabytes": 1})
+    first = (await app.wait_for(small["id"]))["result"]
+    again = await app.post_task("grow", params={"megabytes": 1})
+    assert (await app.wait_for(again["id"]))["result"] == first  # under the limit: kept
+    leak = await app.post_task("grow", params={"megabytes": 100})
+    assert (await app.wait_for(leak["id"]))["result"] == first
+    after = await app.post_task("grow", params={"megabytes": 1})
+    assert (await app.wait_for(after["id"]))["result"] != first  # past it: a fresh worker
+
+
 def _stamp(value: Any) -> float:
     from datetime import datetime
 
