@@ -13,10 +13,12 @@ import abc
 import asyncio
 import heapq
 import itertools
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from tasks_service.claims import ClaimPlan, claim_query
 from tasks_service.models import (
     MAX_INTERRUPTIONS,
     FileRecord,
@@ -26,15 +28,10 @@ from tasks_service.models import (
     Task,
     TaskEvent,
     TaskStatus,
+    TypeState,
     WorkerInfo,
 )
-from tasks_service.sql import (
-    COLUMNS,
-    Statements,
-    claim_statement,
-    new_task_row,
-    task_from_row,
-)
+from tasks_service.sql import COLUMNS, Statements, new_task_row, task_from_row
 
 
 class StoreOpenError(RuntimeError):
@@ -207,25 +204,17 @@ class Store(abc.ABC):
 
     # -- running tasks ---------------------------------------------------------------------
 
-    async def claim(
-        self, owner: str, limit: int, lanes: Sequence[tuple[Sequence[str], int]] = ()
-    ) -> list[Task]:
-        """Mark up to `limit` due tasks running for `owner`, best first.
-
-        Plain tasks count only against `limit`; tasks in lanes are claimed only from the
-        groups of `lanes` given, each (its lanes, at most this many from all of them).
-        """
-        now = time.time()
-        groups = [(names, cap) for names, cap in lanes if names and cap > 0]
-        params: list[Any] = [owner, now, now, limit]
-        for names, cap in groups:
-            for name in names:
-                params.extend((name, now, cap))
-            params.append(cap)
-        if groups:
-            params.append(limit)
-        sql = claim_statement(self.sql.dialect, tuple(len(names) for names, _ in groups))
-        rows = await self._write_returning(sql, params)
+    async def claim(self, owner: str, plan: ClaimPlan | int) -> list[Task]:
+        """Mark due tasks running for `owner`, best first, as `plan` and the limits allow
+        (see tasks_service.claims); a number: up to that many plain tasks."""
+        if isinstance(plan, int):
+            plan = ClaimPlan(plan)
+        sql, params = claim_query(self.sql.dialect, plan, owner, time.time())
+        lock = self.sql.dialect.lock_limited_claims
+        if plan.has_limits and lock is not None:
+            _, rows = await self._write_atomically([(lock, ()), (sql, params)])
+        else:
+            rows = await self._write_returning(sql, params)
         tasks = [task_from_row(row) for row in rows]
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
         return tasks
@@ -285,12 +274,70 @@ class Store(abc.ABC):
         value: float | None = rows[0][0]
         return value
 
-    async def relane(self, name: str, lane: str | None) -> None:
-        """Move a task type's pending tasks to `lane` (its declaration changed)."""
-        await self._write(self.sql.relane, (lane, name, lane))
+    async def has_due_in_lanes(self) -> bool:
+        return bool(await self._read(self.sql.has_due_in_lanes, (time.time(),)))
 
     async def has_due(self) -> bool:
         return bool(await self._read(self.sql.has_due, (time.time(),)))
+
+    # -- task types: limits and pauses -----------------------------------------------------
+
+    async def declare_types(self, states: Sequence[TypeState]) -> None:
+        """State each type's declaration (a pause, stored apart, is kept)."""
+        rows = [
+            (t.name, t.process, t.concurrency, t.rate_count, t.rate_period, t.limit_key)
+            for t in states
+        ]
+        await self._write_many(self.sql.declare_type, rows)
+
+    async def type_states(self) -> dict[str, TypeState]:
+        rows = await self._read(self.sql.type_states)
+        return {
+            row[0]: TypeState(row[0], bool(row[1]), row[2], row[3], row[4], row[5], bool(row[6]))
+            for row in rows
+        }
+
+    async def paused_types(self) -> frozenset[str]:
+        return frozenset(row[0] for row in await self._read(self.sql.paused_types))
+
+    async def set_type_paused(self, name: str, paused: bool) -> None:
+        await self._write(self.sql.set_type_paused, (name, paused))
+
+    async def running_counts(self) -> dict[str, int]:
+        """Running tasks by type, in every process."""
+        return {row[0]: row[1] for row in await self._read(self.sql.running_by_name)}
+
+    async def lane_load(self, lane: str, since: float | None) -> tuple[int, int]:
+        """A lane's running tasks, and its starts after `since` (0 without one)."""
+        running = (await self._read(self.sql.lane_running, (lane,)))[0][0]
+        if since is None:
+            return running, 0
+        return running, (await self._read(self.sql.lane_starts_since, (lane, since)))[0][0]
+
+    async def pending_of_type(self, name: str) -> list[tuple[str, dict[str, Any], str | None]]:
+        """(id, params, lane) of a type's pending tasks: to move them to other lanes."""
+        rows = await self._read(self.sql.pending_of_type, (name,), scan=True)
+        return [(row[0], json.loads(row[1]), row[2]) for row in rows]
+
+    async def move_lanes(self, moves: Sequence[tuple[str | None, str]]) -> None:
+        """(lane, task id) pairs: each pending task to its lane."""
+        await self._write_many(self.sql.set_lane, list(moves))
+
+    async def tidy_lanes(self, forget_before: float) -> None:
+        """Forget starts older than their type's rate window, and lanes long idle."""
+        now = time.time()
+        await self._write(self.sql.prune_lane_starts, (now,))
+        await self._write(self.sql.forget_idle_lanes, (forget_before,))
+
+    async def not_yet_due(self) -> list[tuple[str, int]]:
+        """("retry" or "run_at", count) of the pending tasks whose time has not come."""
+        rows = await self._read(self.sql.not_yet_due, (time.time(),), scan=True)
+        return [(row[0], row[1]) for row in rows]
+
+    async def waiting_by_lane(self) -> list[tuple[str, str | None, int]]:
+        """(type, lane, count) of the pending tasks that are due."""
+        rows = await self._read(self.sql.waiting_by_lane, (time.time(),), scan=True)
+        return [(row[0], row[1], row[2]) for row in rows]
 
     # -- workers ---------------------------------------------------------------------------
 

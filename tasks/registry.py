@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import re
 import sys
 import types
 import typing
@@ -22,7 +23,7 @@ from pydantic import (
 )
 
 from tasks.schedules import Cron, Every, Schedule
-from tasks_service.models import InvalidParams, UnknownTaskType
+from tasks_service.models import InvalidParams, UnknownTaskType, dump_json
 
 # The built-in task modules, loaded before TASKS_MODULES.
 BUILTIN_MODULES: tuple[str, ...] = (
@@ -62,6 +63,7 @@ class TaskDefinition:
     timeout: float | None = None
     schedule: Schedule | None = None
     process: bool = False  # each attempt in a child process (see runtime.processes)
+    limits: Limits = field(default_factory=lambda: Limits())
     param_names: dict[str, str] = field(default_factory=dict)  # param -> model field
     file_params: tuple[str, ...] = field(default=())  # params typed FileId
 
@@ -93,7 +95,20 @@ class TaskDefinition:
             "timeout": self.timeout,
             "schedule": self.schedule.describe() if self.schedule else None,
             "process": self.process,
+            "concurrency": self.limits.concurrency,
+            "rate_limit": self.limits.rate.describe() if self.limits.rate else None,
+            "limit_key": self.limits.key,
         }
+
+    def lane(self, params: dict[str, Any]) -> str | None:
+        """Where the claim finds this type's task with these (validated) params: no lane for
+        plain tasks; the type's own for process and limited types; one per value of the
+        `limit_key` param for keyed limits."""
+        if self.limits.key is not None:
+            return f"{self.name}:{dump_json(params.get(self.limits.key))}"
+        if self.process or self.limits.limited:
+            return self.name
+        return None
 
     @property
     def module(self) -> str:
@@ -110,6 +125,9 @@ def task(
     timeout: float | None = None,
     schedule: Schedule | None = None,
     process: bool = False,
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    limit_key: str | None = None,
 ) -> Callable[[Callable[..., Any]], TaskDefinition]: ...
 
 
@@ -121,6 +139,9 @@ def task(
     timeout: float | None = None,
     schedule: Schedule | None = None,
     process: bool = False,
+    concurrency: int | None = None,
+    rate_limit: str | None = None,
+    limit_key: str | None = None,
 ) -> TaskDefinition | Callable[[Callable[..., Any]], TaskDefinition]:
     """Make a function a task type named after it; its parameters after `ctx` are its params.
 
@@ -139,7 +160,25 @@ def task(
             refuse("process", f"must be True or False, got {process!r}")
         if schedule is not None and not isinstance(schedule, Every | Cron):
             refuse("schedule", f"must be every(...) or cron(...), got {schedule!r}")
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
+            refuse("concurrency", f"must be a whole number of at least 1, got {concurrency!r}")
+        rate = None
+        if rate_limit is not None:
+            try:
+                rate = RateLimit.parse(rate_limit)
+            except ValueError as exc:
+                refuse("rate_limit", str(exc))
         model, names, file_params = _params_model(function)
+        if limit_key is not None:
+            if limit_key not in names:
+                known = ", ".join(names) or "none"
+                refuse(
+                    "limit_key", f"{limit_key!r} names no param of the task (its params: {known})"
+                )
+            if concurrency is None and rate is None:
+                refuse("limit_key", "needs concurrency or rate_limit: it says what they count per")
         doc = inspect.getdoc(function) or ""
         return TaskDefinition(
             fn=function,
@@ -151,11 +190,55 @@ def task(
             timeout=timeout,
             schedule=schedule,
             process=process,
+            limits=Limits(concurrency, rate, limit_key),
             param_names=names,
             file_params=file_params,
         )
 
     return decorate(fn) if fn is not None else decorate
+
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*([smh])\s*")
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most `count` starts in any window of `period` seconds."""
+
+    count: int
+    unit: str  # s, m or h
+
+    @property
+    def period(self) -> float:
+        return _PERIODS[self.unit]
+
+    def describe(self) -> str:
+        return f"{self.count}/{self.unit}"
+
+    @classmethod
+    def parse(cls, text: object) -> RateLimit:
+        match = _RATE.fullmatch(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(f'must be "N/s", "N/m" or "N/h" (e.g. "10/m"), got {text!r}')
+        count = int(match.group(1))
+        if count < 1:
+            raise ValueError(f"must allow at least 1 start, got {text!r}")
+        return cls(count, match.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How many of a type's tasks may run at once and start per period, anywhere; with
+    `key`, per distinct value of that param."""
+
+    concurrency: int | None = None
+    rate: RateLimit | None = None
+    key: str | None = None
+
+    @property
+    def limited(self) -> bool:
+        return self.concurrency is not None or self.rate is not None
 
 
 class TaskDeclarationError(ValueError):

@@ -58,6 +58,7 @@ class Task:
     # lane of its type (process tasks: each attempt takes a process slot).
     lane: str | None = None
     event_seq: int | None = None  # set on snapshots rebuilt from a change event
+    waiting_for: str | None = None  # why it has not started, when asked (runtime.waits)
 
     @property
     def counted_attempts(self) -> int:
@@ -83,6 +84,7 @@ class Task:
             "finished_at": iso(self.finished_at),
             "cancel_requested": self.cancel_requested,
             "schedule_id": self.schedule_id,
+            "waiting_for": self.waiting_for,
         }
 
 
@@ -198,6 +200,25 @@ class Outcome:
     retry_at: float | None = None  # set with status PENDING: wait for a retry
 
 
+@dataclass(frozen=True, slots=True)
+class TypeState:
+    """A task type as the store knows it: its declaration (as its processes last stated it)
+    and whether it is paused."""
+
+    name: str
+    process: bool = False
+    concurrency: int | None = None
+    rate_count: int | None = None
+    rate_period: float | None = None
+    limit_key: str | None = None
+    paused: bool = False
+
+    def same_declaration(self, other: TypeState) -> bool:
+        return (self.process, self.concurrency, self.rate_count, self.rate_period,
+                self.limit_key) == (other.process, other.concurrency, other.rate_count,
+                other.rate_period, other.limit_key)  # fmt: skip
+
+
 # One encoder for every dump: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -259,6 +280,11 @@ class TaskNotFound(TaskError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id!r}")
         self.task_id = task_id
+
+
+class TaskTypeNotFound(TaskError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no task type {name!r}; known types: {', '.join(known) or '(none)'}")
 
 
 class ScheduleNotFound(TaskError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +19,11 @@ from tasks_service.models import (
     TaskNotFound,
     TaskRequest,
     TaskStatus,
+    TaskTypeNotFound,
     is_id,
 )
 from tasks_service.runtime.runner import Runner
+from tasks_service.runtime.waits import WaitExplainer
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,7 @@ class TaskService:
         self.store = store
         self.runner = runner
         self.registry = registry
+        self.waits = WaitExplainer(store, registry, runner.lanes)
 
     async def enqueue(self, task_type: str | TaskDefinition, /, **params: Any) -> Task:
         """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
@@ -51,6 +55,7 @@ class TaskService:
         # The common case awaits the runner directly: a burst of enqueues keeps one
         # coroutine fewer each alive while they wait for their commit.
         task, _ = await self.runner.insert(self._new_task(definition, request))
+        await self.waits.explain((task,))
         return task
 
     async def create(self, request: TaskRequest) -> Created:
@@ -61,6 +66,7 @@ class TaskService:
         if definition.file_params:
             await self._check_files(definition, new.params)
         task, created = await self.runner.insert(new)
+        await self.waits.explain((task,))
         return Created(task, created)
 
     def _new_task(self, definition: TaskDefinition, request: TaskRequest) -> NewTask:
@@ -108,6 +114,7 @@ class TaskService:
         task = await self.store.get(task_id) if is_id(task_id) else None
         if task is None:
             raise TaskNotFound(task_id)
+        await self.waits.explain((task,))
         return task
 
     async def list(
@@ -125,6 +132,7 @@ class TaskService:
         tasks = await self.store.list(statuses=wanted, name=name, before_id=cursor, limit=limit + 1)
         more = len(tasks) > limit
         items = tasks[:limit]
+        await self.waits.explain(items)
         return Page(items, items[-1].id if more else None)
 
     async def cancel(self, task_id: str) -> tuple[Task, bool]:
@@ -160,5 +168,40 @@ class TaskService:
         )
         return (await self.create(request)).task
 
-    def task_types(self) -> list[dict[str, Any]]:
-        return [definition.describe() for definition in self.registry]
+    async def explain(self, tasks: Iterable[Task]) -> None:
+        """Fill in why each pending task has not started (`waiting_for`)."""
+        await self.waits.explain(tasks)
+
+    async def task_types(self) -> list[dict[str, Any]]:
+        """Each type's declaration, with its pause state and how many run now, anywhere."""
+        running = await self.store.running_counts()
+        paused = await self.store.paused_types()
+        return [self._describe(d, paused, running) for d in self.registry]
+
+    async def task_type(self, name: str) -> dict[str, Any]:
+        definition = self._type(name)
+        running = await self.store.running_counts()
+        return self._describe(definition, await self.store.paused_types(), running)
+
+    async def set_type_paused(self, name: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume a task type in every process and host (kept across restarts)."""
+        self._type(name)
+        await self.runner.lanes.set_paused(self.store, name, paused)
+        if not paused:
+            self.runner.work_appeared()
+        return await self.task_type(name)
+
+    def _type(self, name: str) -> TaskDefinition:
+        if name not in self.registry:
+            raise TaskTypeNotFound(name, self.registry.names())
+        return self.registry.get(name)
+
+    @staticmethod
+    def _describe(
+        definition: TaskDefinition, paused: frozenset[str], running: dict[str, int]
+    ) -> dict[str, Any]:
+        return {
+            **definition.describe(),
+            "paused": definition.name in paused,
+            "running": running.get(definition.name, 0),
+        }

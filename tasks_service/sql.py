@@ -57,6 +57,11 @@ class Dialect:
     # SQLite (one writer at a time), `FOR UPDATE SKIP LOCKED` on PostgreSQL (hosts never wait
     # on each other nor take the same task).
     claim_lock: str
+    least: str  # the smallest of several values: min (SQLite), least (PostgreSQL)
+    greatest: str
+    # Taken before a claim that counts limits, so that two hosts' claims of limited lanes
+    # take turns (None: the engine's writers already do).
+    lock_limited_claims: str | None
 
     def prepare(self, sql: str) -> str:
         """`sql`, written with `?` placeholders, in this engine's spelling."""
@@ -173,10 +178,10 @@ class Statements:
             f"SELECT min(run_at) FROM tasks {pin('tasks_next_run')} "
             "WHERE status = 'pending' AND run_at > ?"
         )
-        # A type's pending tasks moved to the lane its declaration now gives it.
-        self.relane = p(
-            "UPDATE tasks SET lane = ? WHERE status = 'pending' AND name = ? "
-            "AND lane IS DISTINCT FROM ?"
+
+        self.has_due_in_lanes = p(
+            f"SELECT 1 FROM tasks {pin('tasks_lane_due')} "
+            "WHERE status = 'pending' AND lane IS NOT NULL AND run_at <= ? LIMIT 1"
         )
         self.has_due = p(
             f"SELECT 1 FROM tasks {pin('tasks_next_run')} "
@@ -222,6 +227,62 @@ class Statements:
             "WHERE status IN ('pending', 'running') AND params LIKE ?) RETURNING id"
         )
 
+        # Task types: declarations as their processes state them, pauses, running counts.
+        self.declare_type = p(
+            "INSERT INTO task_types (name, process, concurrency, rate_count, rate_period, "
+            "limit_key) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "process = excluded.process, concurrency = excluded.concurrency, "
+            "rate_count = excluded.rate_count, rate_period = excluded.rate_period, "
+            "limit_key = excluded.limit_key"
+        )
+        self.type_states = p(
+            "SELECT name, process, concurrency, rate_count, rate_period, limit_key, paused "
+            "FROM task_types"
+        )
+        self.set_type_paused = p(
+            "INSERT INTO task_types (name, paused) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused"
+        )
+        self.paused_types = p("SELECT name FROM task_types WHERE paused")
+        self.running_by_name = p(
+            f"SELECT name, count(*) FROM tasks {pin('tasks_by_status_name')} "
+            "WHERE status = 'running' GROUP BY name"
+        )
+        # What holds a lane back: its running tasks, and its starts since a moment.
+        self.lane_running = p(
+            f"SELECT count(*) FROM tasks {pin('tasks_lane_running')} "
+            "WHERE status = 'running' AND lane = ?"
+        )
+        self.lane_starts_since = p(
+            "SELECT count(*) FROM lane_starts WHERE lane = ? AND started_at > ?"
+        )
+        self.prune_lane_starts = p(
+            "DELETE FROM lane_starts WHERE started_at < ? - coalesce((SELECT y.rate_period "
+            "FROM task_types y WHERE y.name = lane_starts.name), 0)"
+        )
+        self.forget_idle_lanes = p(
+            "DELETE FROM lanes WHERE touched_at < ? "
+            f"AND NOT EXISTS (SELECT 1 FROM tasks {pin('tasks_lane_due')} "
+            "WHERE status = 'pending' AND lane = lanes.lane) "
+            f"AND NOT EXISTS (SELECT 1 FROM tasks {pin('tasks_lane_running')} "
+            "WHERE status = 'running' AND lane = lanes.lane)"
+        )
+        self.pending_of_type = p(
+            f"SELECT id, params, lane FROM tasks {pin('tasks_by_status_name')} "
+            "WHERE status = 'pending' AND name = ?"
+        )
+        self.set_lane = p(f"UPDATE tasks SET lane = ? WHERE id = ? AND {still} 'pending'")
+        self.not_yet_due = p(
+            "SELECT CASE WHEN attempts > 0 THEN 'retry' ELSE 'run_at' END, count(*) "
+            f"FROM tasks {pin('tasks_next_run')} WHERE status = 'pending' AND run_at > ? "
+            "GROUP BY CASE WHEN attempts > 0 THEN 'retry' ELSE 'run_at' END"
+        )
+        self.waiting_by_lane = p(
+            "SELECT name, lane, count(*) FROM tasks "
+            f"{pin('tasks_next_run')} WHERE status = 'pending' AND run_at <= ? "
+            "GROUP BY name, lane"
+        )
+
         self.task_counts = p("SELECT status, name, count(*) FROM tasks GROUP BY status, name")
         self.queue_stats = p(
             f"SELECT count(*), min(run_at) FROM tasks {pin('tasks_next_run')} "
@@ -240,53 +301,6 @@ class Statements:
 
 
 # -- rows and records ------------------------------------------------------------------------
-
-
-_CLAIM_ORDER = "ORDER BY priority DESC, run_at, id"
-
-
-@lru_cache(maxsize=64)
-def claim_statement(dialect: Dialect, lane_groups: tuple[int, ...]) -> str:
-    """The claim: up to `limit` due tasks, best first, marked running for their owner.
-
-    Plain tasks (lane NULL) come from one index; each group of lanes (e.g. the process task
-    types) from an index by lane, under a cap of its own, so a full lane never makes the
-    claim walk past its waiting tasks. Parameters: owner, started_at, then now and the
-    limit for the plain tasks, then for each group its lanes' (name, now) pairs and its
-    cap, then the overall limit. `lane_groups` says how many lanes each group has.
-    """
-    pin, lock = dialect.indexed_by, dialect.claim_lock
-    update = (
-        "UPDATE tasks SET status = 'running', owner = ?, attempts = attempts + 1, "
-        "started_at = ? WHERE id IN "
-    )
-    if not lane_groups:  # the common case: plain tasks only, straight from their index
-        return dialect.prepare(
-            f"{update}(SELECT id FROM tasks {pin('tasks_due')} WHERE status = 'pending' "
-            f"AND lane IS NULL AND run_at <= ? {_CLAIM_ORDER} LIMIT ? {lock}) "
-            f"RETURNING {COLUMNS}"
-        )
-    plain = (
-        f"SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM tasks "
-        f"{pin('tasks_due')} WHERE status = 'pending' AND lane IS NULL AND run_at <= ? "
-        f"{_CLAIM_ORDER} LIMIT ? {lock}) plain"
-    )
-    branches = [plain]
-    for number, lanes in enumerate(lane_groups):
-        probes = " UNION ALL ".join(
-            f"SELECT id, priority, run_at FROM (SELECT id, priority, run_at FROM tasks "
-            f"{pin('tasks_lane_due')} WHERE status = 'pending' AND lane = ? AND run_at <= ? "
-            f"{_CLAIM_ORDER} LIMIT ? {lock}) lane{number}_{index}"
-            for index in range(lanes)
-        )
-        branches.append(
-            f"SELECT id, priority, run_at FROM ({probes} {_CLAIM_ORDER} LIMIT ?) group{number}"
-        )
-    candidates = " UNION ALL ".join(branches)
-    return dialect.prepare(
-        f"{update}(SELECT id FROM ({candidates}) candidates {_CLAIM_ORDER} LIMIT ?) "
-        f"RETURNING {COLUMNS}"
-    )
 
 
 def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:

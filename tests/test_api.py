@@ -45,7 +45,7 @@ async def test_task_json_has_exactly_the_spec_fields(app: App) -> None:
     assert set(task) == {
         "id", "name", "params", "status", "progress", "message", "result", "error",
         "attempts", "max_attempts", "priority", "created_at", "run_at", "started_at",
-        "finished_at", "cancel_requested", "schedule_id",
+        "finished_at", "cancel_requested", "schedule_id", "waiting_for",
     }  # fmt: skip
 
 
@@ -391,7 +391,8 @@ async def test_task_types_describe_params_as_json_schema(app: App) -> None:
     assert types["flaky"]["max_attempts"] == 3
     assert types["too_slow"]["timeout"] == 0.2
     assert set(sleep) == {
-        "name", "description", "params_schema", "max_attempts", "timeout", "schedule", "process"
+        "name", "description", "params_schema", "max_attempts", "timeout", "schedule", "process",
+        "concurrency", "rate_limit", "limit_key", "paused", "running",
     }  # fmt: skip
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from store import Store, StoreOpenError
+from tasks_service.claims import ClaimPlan
 from tasks_service.engines import is_postgres_url
 from tasks_service.engines import sqlite as sqlite_engine
 from tasks_service.engines.postgres import PostgresStore
@@ -327,13 +328,18 @@ async def test_claim_takes_tasks_of_lanes_only_from_the_groups_given_within_thei
     resize = (await store.create(new(name="resize", lane="resize", priority=9)))[0].id
     # Without its lane's group, a lane's task is never claimed, however high its priority.
     assert {t.id for t in await store.claim("w1", 1)} == {plain[2]}
-    claimed = await store.claim("w1", 10, lanes=[(["crunch", "resize"], 2)])
+    claimed = await store.claim("w1", plan(10, process=(["crunch", "resize"], 2)))
     # The best two of the group (by priority, then age), and the plain task beside them.
     assert [t.id for t in claimed] == [resize, crunch[2], plain[1], plain[0]]
-    assert [t.id for t in await store.claim("w1", 1, lanes=[(["crunch"], 5)])] == [crunch[1]]
-    assert [t.id for t in await store.claim("w1", 5, lanes=[(["crunch"], 0)])] == []
-    await store.relane("crunch", None)  # the type is no longer a process type: plain again
+    assert [t.id for t in await store.claim("w1", plan(1, process=(["crunch"], 5)))] == [crunch[1]]
+    assert [t.id for t in await store.claim("w1", plan(5, process=(["crunch"], 0)))] == []
+    await store.move_lanes([(None, crunch[0])])  # no longer a process type: plain again
     assert [t.id for t in await store.claim("w1", 5)] == [crunch[0]]
+
+
+def plan(limit: int, *, process: tuple[list[str], int]) -> ClaimPlan:
+    names, cap = process
+    return ClaimPlan(limit, process_limit=cap, process_lanes=tuple(names))
 
 
 async def test_claim_never_returns_a_task_whose_run_at_is_in_the_future(

@@ -45,7 +45,8 @@ from tasks_service.sql import (
 log = logging.getLogger("tasks.store")
 
 CHANNEL = "tasks_changed"
-_MIGRATION_LOCK = 7_401_525_003  # an arbitrary advisory lock key of our own
+_MIGRATION_LOCK = 7_401_525_003  # arbitrary advisory lock keys of our own
+_LIMITED_CLAIMS_LOCK = 7_401_525_004
 _CONNECT_TIMEOUT = 5.0
 _OPEN_RETRY_FOR = 30.0  # hosts may start before the database does
 _POOL_SIZE = 10
@@ -165,6 +166,69 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_lane_due ON tasks (lane, priority DESC, run_at, id) "
         "WHERE status = 'pending' AND lane IS NOT NULL",
     ],
+    [
+        # Limits and pauses (see tasks_service.claims): each type's declaration as its
+        # hosts last stated it, the lanes that have waited, and recent starts.
+        """CREATE TABLE task_types (
+            name text COLLATE "C" PRIMARY KEY,
+            process boolean NOT NULL DEFAULT false,
+            concurrency integer,
+            rate_count integer,
+            rate_period double precision,
+            limit_key text,
+            paused boolean NOT NULL DEFAULT false
+        )""",
+        """CREATE TABLE lanes (
+            lane text COLLATE "C" PRIMARY KEY,
+            name text COLLATE "C" NOT NULL,
+            touched_at double precision NOT NULL
+        )""",
+        "CREATE INDEX lanes_by_name ON lanes (name)",
+        """CREATE TABLE lane_starts (
+            lane text COLLATE "C" NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            started_at double precision NOT NULL
+        )""",
+        "CREATE INDEX lane_starts_by_lane ON lane_starts (lane, started_at)",
+        "CREATE INDEX lane_starts_by_age ON lane_starts (started_at)",
+        "CREATE INDEX tasks_lane_running ON tasks (lane) "
+        "WHERE status = 'running' AND lane IS NOT NULL",
+        """CREATE FUNCTION tasks_lane_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO lanes (lane, name, touched_at)
+                VALUES (NEW.lane, NEW.name, extract(epoch FROM clock_timestamp()))
+                ON CONFLICT (lane) DO UPDATE SET touched_at = excluded.touched_at;
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER tasks_lane_queued AFTER INSERT ON tasks FOR EACH ROW "
+        "WHEN (NEW.lane IS NOT NULL) EXECUTE FUNCTION tasks_lane_seen()",
+        "CREATE TRIGGER tasks_lane_moved AFTER UPDATE OF lane ON tasks FOR EACH ROW "
+        "WHEN (NEW.lane IS NOT NULL) EXECUTE FUNCTION tasks_lane_seen()",
+        """CREATE FUNCTION tasks_lane_started() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO lane_starts (lane, name, started_at) SELECT NEW.lane, NEW.name,
+                NEW.started_at WHERE EXISTS (SELECT 1 FROM task_types
+                WHERE name = NEW.name AND rate_count IS NOT NULL);
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER tasks_lane_started AFTER UPDATE OF status ON tasks FOR EACH ROW "
+        "WHEN (NEW.status = 'running' AND NEW.lane IS NOT NULL) "
+        "EXECUTE FUNCTION tasks_lane_started()",
+        # Hosts are woken when a laned task ends too: its lane may now let the next start.
+        f"""CREATE OR REPLACE FUNCTION tasks_record_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
+                NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
+                NEW.started_at, NEW.finished_at, NEW.cancel_requested);
+            IF NEW.status = 'pending' OR (NEW.status = 'running' AND NEW.cancel_requested)
+                OR (NEW.lane IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled'))
+            THEN
+                PERFORM pg_notify('{CHANNEL}', current_setting('application_name'));
+            END IF;
+            RETURN NULL;
+        END $$""",
+    ],
 ]
 
 # SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
@@ -173,6 +237,9 @@ DIALECT = Dialect(
     now="extract(epoch FROM clock_timestamp())::float8",
     pins_indexes=False,
     claim_lock="FOR UPDATE SKIP LOCKED",
+    least="least",
+    greatest="greatest",
+    lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
 )
 # Two hosts firing different ticks of one schedule at once must not both find no active
 # run: the second waits for the first's commit.

@@ -41,6 +41,13 @@ log = logging.getLogger("tasks.store")
 
 _NEW_EVENT_VALUES = ", ".join(f"NEW.{c}" for c in ("id", *EVENT_COLUMNS.split(", ")))
 
+# A lane that has a task waiting is listed, so that a claim finds the lanes of keyed limits.
+_LANE_SEEN = (
+    "INSERT INTO lanes (lane, name, touched_at) VALUES (NEW.lane, NEW.name, "
+    "(julianday('now') - 2440587.5) * 86400.0) "
+    "ON CONFLICT (lane) DO UPDATE SET touched_at = excluded.touched_at;"
+)
+
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
     [
@@ -148,6 +155,47 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_lane_due ON tasks (lane, priority DESC, run_at, id) "
         "WHERE status = 'pending' AND lane IS NOT NULL",
     ],
+    [
+        # Limits and pauses (see tasks_service.claims): each type's declaration as its
+        # processes last stated it, the lanes that have waited, and recent starts.
+        """CREATE TABLE task_types (
+            name TEXT PRIMARY KEY,
+            process INTEGER NOT NULL DEFAULT 0,
+            concurrency INTEGER,
+            rate_count INTEGER,
+            rate_period REAL,
+            limit_key TEXT,
+            paused INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE lanes (
+            lane TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            touched_at REAL NOT NULL
+        )""",
+        "CREATE INDEX lanes_by_name ON lanes (name)",
+        """CREATE TABLE lane_starts (
+            lane TEXT NOT NULL,
+            name TEXT NOT NULL,
+            started_at REAL NOT NULL
+        )""",
+        "CREATE INDEX lane_starts_by_lane ON lane_starts (lane, started_at)",
+        "CREATE INDEX lane_starts_by_age ON lane_starts (started_at)",
+        "CREATE INDEX tasks_lane_running ON tasks (lane) "
+        "WHERE status = 'running' AND lane IS NOT NULL",
+        f"""CREATE TRIGGER tasks_lane_queued AFTER INSERT ON tasks WHEN NEW.lane IS NOT NULL BEGIN
+            {_LANE_SEEN}
+        END""",
+        f"""CREATE TRIGGER tasks_lane_moved AFTER UPDATE OF lane ON tasks
+        WHEN NEW.lane IS NOT NULL BEGIN
+            {_LANE_SEEN}
+        END""",
+        """CREATE TRIGGER tasks_lane_started AFTER UPDATE OF status ON tasks
+        WHEN NEW.status = 'running' AND NEW.lane IS NOT NULL BEGIN
+            INSERT INTO lane_starts (lane, name, started_at) SELECT NEW.lane, NEW.name,
+                NEW.started_at WHERE EXISTS (SELECT 1 FROM task_types
+                WHERE name = NEW.name AND rate_count IS NOT NULL);
+        END""",
+    ],
 ]
 
 # INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.
@@ -156,6 +204,9 @@ DIALECT = Dialect(
     now="((julianday('now') - 2440587.5) * 86400.0)",
     pins_indexes=True,
     claim_lock="",
+    least="min",
+    greatest="max",
+    lock_limited_claims=None,
 )
 # Our processes write one transaction at a time (the file lock): no lock of its own.
 STATEMENTS = Statements(DIALECT, lock_schedule=None)

@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from store import Store
-from tasks import Context, TaskDefinition, TaskRegistry
+from tasks import Context, TaskRegistry
 from tasks.context import Services
 from tasks_service.config import Settings
 from tasks_service.models import NewTask, Outcome, StoreUnavailable, Task, TaskStatus, WorkerInfo
 from tasks_service.runtime import liveness
 from tasks_service.runtime.attempts import Attempt, run_async, run_in_process, run_in_thread
+from tasks_service.runtime.lanes import Lanes
 from tasks_service.runtime.metrics import MetricsRecorder
 from tasks_service.runtime.processes import WorkerPool
 from tasks_service.runtime.watch import Watcher
@@ -54,10 +55,8 @@ class Runner:
         self.worker_id = f"{os.getpid()}-{secrets.token_hex(6)}"
         self._slots = settings.concurrency
         self._busy = 0
-        # Process tasks live in lanes of their own (one per type), claimed under this cap.
-        self._process_lanes = [d.name for d in registry if d.process]
-        self._process_names = frozenset(self._process_lanes)
-        self._lanes = {d.name: lane_of(d) for d in registry}
+        # Process and limited tasks wait in lanes of their own (see runtime.lanes).
+        self.lanes = Lanes(registry)
         self._process_slots = settings.processes
         self._process_busy = 0
         self._pool = WorkerPool(
@@ -95,8 +94,7 @@ class Runner:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.store.register_worker(self.worker_info())
-        for definition in self.registry:  # a type whose declaration changed since they queued
-            await self.store.relane(definition.name, lane_of(definition))
+        await self.lanes.declare(self.store)
         await self._watcher.recover_dead()
         self._accepting = True
         self._loops = [
@@ -164,13 +162,15 @@ class Runner:
         self, new: NewTask, create: Callable[..., Awaitable[tuple[_Stored, bool]]]
     ) -> tuple[_Stored, bool]:
         due = new.run_at is None or new.run_at <= time.time()
-        new.lane = self._lanes.get(new.name)
-        process = new.name in self._process_names
+        lanes = self.lanes
+        new.lane = lanes.lane(new.name, new.params)
+        process = new.name in lanes.process_names
         claim = (
             self._accepting
             and due
             and not self._backlog
             and self._busy < self._slots
+            and lanes.startable_at_insert(new.name)
             and (not process or self._process_busy < self._process_slots)
         )
         if claim:
@@ -220,19 +220,20 @@ class Runner:
 
     def _in_process(self, name: str) -> bool:
         """Whether tasks named so run in a worker process (and take a process slot)."""
-        return name in self._process_names
+        return name in self.lanes.process_names
 
     def _take_slot(self, process: bool) -> None:
         self._busy += 1
         if process:
             self._process_busy += 1
 
-    def _free_slot(self, process: bool = False) -> None:
+    def _free_slot(self, process: bool = False, laned: bool = False) -> None:
         self._busy -= 1
         if process:
-            # The claim took no more process tasks than there were process slots: some may
-            # be waiting for this one.
             self._process_busy -= 1
+        if laned:
+            # A claim took no more from a lane than it allowed (or than there were process
+            # slots): the next in line may be waiting for this one.
             self._backlog = True
         if self._backlog:
             self._wake.set()
@@ -277,9 +278,9 @@ class Runner:
             return
         marks = self._backlog_marks
         self._claim_begins()
-        lanes = [(self._process_lanes, self._process_slots - self._process_busy)]
+        plan = self.lanes.plan(free, self._process_slots - self._process_busy)
         try:
-            claimed = await self.store.claim(self.worker_id, free, lanes)
+            claimed = await self.store.claim(self.worker_id, plan)
         except BaseException:
             self._claims_uncertain = True
             raise
@@ -294,6 +295,11 @@ class Runner:
         if len(claimed) < free and marks == self._backlog_marks:
             self._backlog = False
             next_run_at = await self.store.next_run_at()
+            tick = self.lanes.rate_tick
+            if tick is not None and await self.store.has_due_in_lanes():
+                # Rate limits open with time, not with an event: look again soon.
+                soon = time.time() + tick
+                next_run_at = soon if next_run_at is None else min(next_run_at, soon)
             if marks == self._backlog_marks:
                 self._next_run_at = next_run_at
 
@@ -345,7 +351,10 @@ class Runner:
         elif attempt.definition.is_async:
             outcome = await run_async(attempt)
         else:
-            outcome = await run_in_thread(attempt, thread_ended=self._free_slot)
+            laned = attempt.task.lane is not None
+            outcome = await run_in_thread(
+                attempt, thread_ended=lambda: self._free_slot(laned=laned)
+            )
         try:
             await self._conclude(attempt, outcome)
         finally:
@@ -360,7 +369,7 @@ class Runner:
             await with_store_retries(lambda: self.store.finish(task, outcome))
         finally:
             self._settling.discard(task.id)
-            self._free_slot(self._in_process(task.name))
+            self._free_slot(self._in_process(task.name), task.lane is not None)
 
     async def _conclude(self, attempt: Attempt, outcome: Outcome | None) -> None:
         """Store how the attempt ended; a stored cancel wins over whatever it returned."""
@@ -414,7 +423,7 @@ class Runner:
             del self._attempts[attempt.task.id]
         if attempt.holds_slot:
             attempt.holds_slot = False
-            self._free_slot(attempt.definition.process)
+            self._free_slot(attempt.definition.process, attempt.task.lane is not None)
 
     # -- what the watcher tells us -------------------------------------------------------
 
@@ -429,7 +438,9 @@ class Runner:
         )
 
     async def apply_changes(self) -> None:
-        """Another process committed something: stop what it cancelled, look for work."""
+        """Another process committed something: stop what it cancelled, see its pauses,
+        look for work."""
+        await self.lanes.refresh(self.store)
         if self._attempts:
             for task_id in await self.store.cancel_requests(self.worker_id):
                 self.cancel_running(task_id)
@@ -444,11 +455,6 @@ class Runner:
         """Due tasks appeared that no enqueue of ours noted (e.g. a dead worker's)."""
         self._backlog = True
         self._wake.set()
-
-
-def lane_of(definition: TaskDefinition) -> str | None:
-    """The lane a type's tasks are claimed from: their own for process tasks, else none."""
-    return definition.name if definition.process else None
 
 
 async def with_store_retries(write: Callable[[], Awaitable[Any]]) -> None:

@@ -26,6 +26,7 @@ _HEARTBEAT_EVERY = 1.0
 _SWEEP_EVERY = 1.0
 _EVENTS_SAMPLE_EVERY = 10.0
 _EVENTS_KEPT_FOR = 60.0
+_LANES_KEPT_FOR = 300.0  # a lane with nothing waiting or running is forgotten after this
 
 
 class Watched(Protocol):
@@ -72,6 +73,7 @@ class Watcher:
                     await self.recover_dead()
                 if not event_marks or now - event_marks[-1][0] >= _EVENTS_SAMPLE_EVERY:
                     await self._prune_events(event_marks, now)
+                    await self.store.tidy_lanes(forget_before=time.time() - _LANES_KEPT_FOR)
             except StoreUnavailable as exc:
                 log.warning("watcher cannot reach the task store: %s", exc)
             except Exception:

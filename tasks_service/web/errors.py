@@ -16,6 +16,7 @@ from tasks_service.models import (
     StoreUnavailable,
     TaskError,
     TaskNotFound,
+    TaskTypeNotFound,
     UnknownTaskType,
 )
 from tasks_service.web.schemas import ErrorOut
@@ -39,6 +40,7 @@ _ERROR_MEANINGS = {
 
 _STATUS_OF_ERROR: dict[type[TaskError], int] = {
     TaskNotFound: 404,
+    TaskTypeNotFound: 404,
     ScheduleNotFound: 404,
     UnknownTaskType: 422,
     InvalidRequest: 422,

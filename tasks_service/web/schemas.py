@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from tasks_service.models import TaskRequest, TaskStatus
+
+
+WaitingFor = Literal["run_at", "retry", "paused", "concurrency", "rate_limit", "slot"]
 
 
 class TaskCreate(BaseModel):
@@ -64,6 +67,9 @@ class TaskOut(BaseModel):
     finished_at: str | None
     cancel_requested: bool
     schedule_id: str | None
+    waiting_for: WaitingFor | None = Field(
+        description="for a pending task, why it has not started; null otherwise"
+    )
 
 
 class TaskPage(BaseModel):
@@ -79,6 +85,11 @@ class TaskType(BaseModel):
     timeout: float | None
     schedule: str | None
     process: bool = Field(description="each attempt runs in a worker process of its own")
+    concurrency: int | None = Field(description="most running at once, anywhere (per key)")
+    rate_limit: str | None = Field(description='most starts per period, e.g. "10/m" (per key)')
+    limit_key: str | None = Field(description="the param whose each value has its own limits")
+    paused: bool = Field(description="none of its pending tasks starts while paused")
+    running: int = Field(description="tasks of this type running now, in every process")
 
 
 class ScheduleOut(BaseModel):

@@ -32,6 +32,7 @@ async def task_events(
         if current.status in TERMINAL_STATUSES:
             return
         async for changed in changes:
+            await service.explain((changed,))
             snapshot = changed.to_json()
             if snapshot == last or _is_older(changed, seen_up_to):
                 continue
@@ -46,9 +47,10 @@ def _is_older(task: Task, seen_up_to: int) -> bool:
 
 
 @router.get("/events", response_class=EventSourceResponse, responses=errors(401))
-async def all_events(feed: FeedDep) -> AsyncIterator[ServerSentEvent]:
+async def all_events(feed: FeedDep, service: ServiceDep) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events for the dashboard: each task as it changes (the latest per poll)."""
     async with feed.subscribe() as changes:
         yield ServerSentEvent(comment="connected")
         async for changed in changes:
+            await service.explain((changed,))
             yield ServerSentEvent(data=changed.to_json(), event="task", id=str(changed.event_seq))

@@ -133,5 +133,17 @@ async def retry_task(task_id: str, service: ServiceDep) -> Response:
 
 @router.get("/task-types", response_model=list[TaskType], responses=errors(401))
 async def task_types(service: ServiceDep) -> list[dict[str, Any]]:
-    """The task types this service runs, with the JSON Schema of their params."""
-    return service.task_types()
+    """The task types this service runs: params as JSON Schema, limits, pause, running."""
+    return await service.task_types()
+
+
+@router.post("/task-types/{name}/pause", response_model=TaskType, responses=errors(401, 404))
+async def pause_task_type(name: str, service: ServiceDep) -> dict[str, Any]:
+    """Start none of this type's pending tasks until resumed, in every process and host."""
+    return await service.set_type_paused(name, True)
+
+
+@router.post("/task-types/{name}/resume", response_model=TaskType, responses=errors(401, 404))
+async def resume_task_type(name: str, service: ServiceDep) -> dict[str, Any]:
+    """Start this type's pending tasks again."""
+    return await service.set_type_paused(name, False)
