@@ -8,7 +8,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from tasks_service.models import TaskRequest, TaskStatus
 
-
 WaitingFor = Literal["run_at", "retry", "paused", "concurrency", "rate_limit", "slot"]
 
 
