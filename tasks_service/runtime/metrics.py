@@ -23,6 +23,7 @@ from prometheus_client.core import (
 
 from store import Store
 from tasks_service.models import TaskStatus
+from tasks_service.runtime.waits import REASONS, WaitExplainer
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 _BUCKET_LABELS = (*(f"{b:g}" for b in DURATION_BUCKETS), "+Inf")
@@ -57,10 +58,11 @@ class MetricsRecorder:
             raise
 
 
-async def render(store: Store, recorder: MetricsRecorder) -> bytes:
+async def render(store: Store, recorder: MetricsRecorder, waits: WaitExplainer) -> bytes:
     """The Prometheus text exposition of the whole service."""
     await recorder.flush(store)
     counts = await store.task_counts()
+    waiting = await waits.due_counts()
     depth, oldest_run_at = await store.queue_stats()
     stored = await store.metric_counts()
     now = time.time()
@@ -72,6 +74,21 @@ async def render(store: Store, recorder: MetricsRecorder) -> bytes:
     for status, name, count in counts:
         tasks.add_metric([status, name], count)
     families.append(tasks)
+    running = GaugeMetricFamily(
+        "tasks_running", "Tasks running now in every process, by task type", labels=["name"]
+    )
+    for status, name, count in counts:
+        if status == TaskStatus.RUNNING.value:
+            running.add_metric([name], count)
+    families.append(running)
+    held = GaugeMetricFamily(
+        "tasks_waiting",
+        "Pending tasks, by why they have not started (see waiting_for)",
+        labels=["reason"],
+    )
+    for reason in REASONS:
+        held.add_metric([reason], waiting.get(reason, 0))
+    families.append(held)
     families.append(GaugeMetricFamily("tasks_queue_depth", "Pending tasks due to run now", depth))
     age = 0.0 if oldest_run_at is None else max(0.0, now - oldest_run_at)
     families.append(

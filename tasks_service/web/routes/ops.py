@@ -24,7 +24,7 @@ health_router = APIRouter(tags=["health"])
 )
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus text format: tasks by status and type, queue depth, durations, retries."""
-    body = await render_metrics(service.store, service.runner.metrics)
+    body = await render_metrics(service.store, service.runner.metrics, service.waits)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
