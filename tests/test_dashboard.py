@@ -502,6 +502,44 @@ def test_schedules_pause_resume_and_run_now(
     dash.assert_clean()
 
 
+def test_task_types_panel_shows_limits_running_counts_and_pauses(
+    server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
+) -> None:
+    modules = ",".join([*SAMPLE_MODULES, "tests.limited_tasks", "tests.process_tasks"])
+    server = start_server(server_factory, tmp_path, TASKS_MODULES=modules)
+    notes = str(tmp_path / "notes")
+    for _ in range(3):
+        call(
+            server,
+            "POST",
+            "/tasks",
+            json={"name": "capped", "params": {"path": notes, "seconds": 60}},
+        )
+    dash = open_dashboard(server)
+    page = dash.page
+    capped = page.locator('#type-list li[data-type="capped"]')
+    expect(capped.locator(".type-limits")).to_have_text("2 / 2 running", timeout=10_000)
+    rated = page.locator('#type-list li[data-type="rated"]')
+    expect(rated.locator(".type-limits")).to_have_text("0 running · at most 5/s")
+    expect(page.locator('#type-list li[data-type="per_account"] .type-limits')).to_contain_text(
+        "per account"
+    )
+    expect(page.locator('#type-list li[data-type="crunch"] .badge')).to_have_text("process")
+    # The third capped task waits for the limit, and its row says so.
+    waiting = page.locator("#task-rows tr[data-status='pending']").filter(
+        has=page.locator(".task-name", has_text="capped")
+    )
+    expect(waiting.locator(".status-note")).to_have_text("at its concurrency limit")
+
+    echo = page.locator('#type-list li[data-type="echo"]')
+    echo.locator('button[data-action="pause"]').click()
+    expect(echo).to_have_attribute("data-paused", "true")
+    assert {t["name"]: t for t in call(server, "GET", "/task-types").json()}["echo"]["paused"]
+    echo.locator('button[data-action="resume"]').click()
+    expect(echo).to_have_attribute("data-paused", "false")
+    dash.assert_clean()
+
+
 def test_token_prompt(
     server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
 ) -> None:

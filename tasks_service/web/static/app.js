@@ -6,6 +6,7 @@ import { openDetail, setupDetail } from "./js/detail.js";
 import { startFeed, stopFeed } from "./js/feed.js";
 import { loadSchedules, setupSchedules } from "./js/schedules.js";
 import { loadTaskTypes, setupStartForm } from "./js/start-form.js";
+import { loadTypePanel, setupTypePanel } from "./js/task-types.js";
 import { resetTasks, setupTaskList } from "./js/tasks-list.js";
 import { setupTokenDialog } from "./js/token.js";
 
@@ -15,6 +16,7 @@ function restart() {
   resetTasks();
   loadTaskTypes();
   loadSchedules();
+  loadTypePanel();
   startFeed(); // the list is read once the stream is open
 }
 
@@ -23,4 +25,5 @@ setupTaskList({ onOpen: openDetail });
 setupDetail();
 setupStartForm();
 setupSchedules();
+setupTypePanel();
 restart();

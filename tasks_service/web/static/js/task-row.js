@@ -43,12 +43,20 @@ function statusBadge(status) {
 }
 
 /** Under the status: why a pending task waits, or that a cancel was asked for. */
+// Why a pending task that is due has not started (its `waiting_for`).
+const WAITING_NOTES = {
+  paused: "type paused",
+  concurrency: "at its concurrency limit",
+  rate_limit: "at its rate limit",
+};
+
 function statusNote(task) {
   if (task.status === "running" && task.cancel_requested) return "cancelling…";
   if (task.status === "pending") {
     const runAt = parseTime(task.run_at);
-    if (task.error && task.attempts > 0) return `retry at ${shortTime(task.run_at)}`;
+    if (task.error && task.attempts > 0 && runAt - Date.now() > 0) return `retry at ${shortTime(task.run_at)}`;
     if (runAt && runAt - Date.now() > 1000) return `at ${shortTime(task.run_at)}`;
+    if (WAITING_NOTES[task.waiting_for]) return WAITING_NOTES[task.waiting_for];
   }
   return "";
 }
