@@ -70,3 +70,14 @@ def burn_thread(ctx: Context, seconds: float) -> int:
 @task(process=True)
 def noop_process(ctx: Context) -> None:
     """Does nothing, in a worker process: what one process attempt costs."""
+
+
+@task(concurrency=1, limit_key="key")
+async def one_per_key(ctx: Context, key: int, seconds: float) -> None:
+    """At most one running per key, anywhere: e.g. one sync per account."""
+    await asyncio.sleep(seconds)
+
+
+@task(rate_limit="100/s")
+async def hundred_per_second(ctx: Context) -> None:
+    """At most 100 starts in any second, anywhere: e.g. a rate-limited API."""
