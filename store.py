@@ -174,7 +174,13 @@ class Store(abc.ABC):
         return task_from_row(rows[0]) if rows else None
 
     async def list(
-        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+        self,
+        *,
+        statuses: Sequence[str],
+        name: str | None,
+        before_id: str | None,
+        limit: int,
+        parent_id: str | None = None,
     ) -> list[Task]:
         """Newest first; `before_id` continues a previous page.
 
@@ -182,16 +188,27 @@ class Store(abc.ABC):
         otherwise sort every task with those statuses to find the newest few.
         """
         if len(statuses) > 1:
-            pages = [await self._list_one(s, name, before_id, limit) for s in statuses]
+            pages = [await self._list_one(s, name, before_id, limit, parent_id) for s in statuses]
             return newest_first(pages, limit)
-        return await self._list_one(statuses[0] if statuses else None, name, before_id, limit)
+        status = statuses[0] if statuses else None
+        return await self._list_one(status, name, before_id, limit, parent_id)
 
     async def _list_one(
-        self, status: str | None, name: str | None, before_id: str | None, limit: int
+        self,
+        status: str | None,
+        name: str | None,
+        before_id: str | None,
+        limit: int,
+        parent_id: str | None,
     ) -> list[Task]:
         where: list[str] = []
         params: list[Any] = []
-        for condition, value in (("status = ?", status), ("name = ?", name), ("id < ?", before_id)):
+        for condition, value in (
+            ("parent_id = ?", parent_id),
+            ("status = ?", status),
+            ("name = ?", name),
+            ("id < ?", before_id),
+        ):
             if value is not None:
                 where.append(condition)
                 params.append(value)
@@ -201,6 +218,33 @@ class Store(abc.ABC):
         )
         rows = await self._read(sql, (*params, limit))
         return [task_from_row(row) for row in rows]
+
+    async def get_many(self, ids: Sequence[str]) -> dict[str, Task]:
+        """The tasks with these ids that exist, by id."""
+        found: dict[str, Task] = {}
+        for chunk in _chunks(ids):
+            sql = self.sql.dialect.prepare(
+                f"SELECT {COLUMNS} FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})"
+            )
+            found.update((t.id, t) for t in map(task_from_row, await self._read(sql, chunk)))
+        return found
+
+    async def ended_among(self, ids: Sequence[str]) -> set[str]:
+        """Which of these tasks have ended (or are gone)."""
+        ended: set[str] = set()
+        for chunk in _chunks(ids):
+            sql = self.sql.dialect.prepare(
+                f"SELECT id, status FROM tasks WHERE id IN ({', '.join('?' * len(chunk))})"
+            )
+            rows = await self._read(sql, chunk)
+            live = {row[0] for row in rows if row[1] in ("pending", "running")}
+            ended.update(i for i in chunk if i not in live)
+        return ended
+
+    async def unfinished_children(self, parent_id: str) -> list[tuple[str, str]]:
+        """(id, status) of a task's children that are pending or running."""
+        rows = await self._read(self.sql.unfinished_children, (parent_id,))
+        return [(row[0], row[1]) for row in rows]
 
     # -- running tasks ---------------------------------------------------------------------
 
@@ -424,6 +468,11 @@ class Store(abc.ABC):
             deleted += len(rows)
             if len(rows) < chunk:
                 return deleted
+
+
+def _chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
+    items = list(ids)
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def newest_first(pages: Sequence[Sequence[Task]], limit: int) -> list[Task]:

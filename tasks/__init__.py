@@ -4,7 +4,7 @@ Task modules import only this package (and helpers such as httpx); they know not
 HTTP, the store or the runner.
 """
 
-from tasks.context import Context, Services
+from tasks.context import ChildFailed, Context, Services, TaskStopped, WorkflowChanged
 from tasks.registry import (
     BUILTIN_MODULES,
     FileId,
@@ -20,6 +20,7 @@ from tasks.schedules import Cron, Every, Schedule, cron, every
 
 __all__ = [
     "BUILTIN_MODULES",
+    "ChildFailed",
     "Context",
     "Cron",
     "Every",
@@ -32,6 +33,8 @@ __all__ = [
     "TaskDeclarationError",
     "TaskDefinition",
     "TaskRegistry",
+    "TaskStopped",
+    "WorkflowChanged",
     "cron",
     "every",
     "task",

@@ -1,4 +1,4 @@
-"""What a running task gets as its first argument."""
+"""What a running task gets as its first argument: its id, progress, cancellation, children."""
 
 from __future__ import annotations
 
@@ -30,6 +30,35 @@ class Services(Protocol):
     async def cleanup_files(self, created_before: float) -> tuple[list[str], list[str]]: ...
 
 
+class Family(Protocol):
+    """What the runner lends a task to start child tasks and wait for them (durably: the
+    n-th call of a parent finds the child its n-th call made before, on any re-run)."""
+
+    async def start(self, parent: Context, task: Any, params: dict[str, Any], call: str) -> str: ...
+    async def results(self, parent: Context, child_ids: list[str]) -> list[Any]: ...
+
+
+class ChildFailed(Exception):
+    """A child task ended failed or cancelled; raised by `ctx.run` and `ctx.map`."""
+
+    def __init__(self, child_id: str, name: str, status: str, error: str | None) -> None:
+        reason = f": {error}" if error else ""
+        super().__init__(f"child task {child_id} ({name}) ended {status}{reason}")
+        self.child_id = child_id
+        self.name = name
+        self.status = status
+        self.error = error
+
+
+class WorkflowChanged(Exception):
+    """A re-run of a task made a different call than its earlier run made at that point."""
+
+
+class TaskStopped(BaseException):
+    """Raised in a plain `def` task waiting for children when its cancel is asked (or the
+    service stops): a BaseException, so that `except Exception` does not swallow it."""
+
+
 class ProgressAck:
     """Awaiting it waits until the progress reported so far is stored; ignoring it is fine."""
 
@@ -51,7 +80,7 @@ class Context:
     service is shutting down past its grace period); a `def` task should check it and stop.
     """
 
-    __slots__ = ("_cancel", "_loop", "_sink", "attempt", "services", "task_id")
+    __slots__ = ("_calls", "_cancel", "_family", "_loop", "_sink", "attempt", "services", "task_id")
 
     def __init__(
         self,
@@ -60,12 +89,15 @@ class Context:
         sink: ProgressSink,
         loop: asyncio.AbstractEventLoop | None,
         services: Services | None = None,
+        family: Family | None = None,
     ) -> None:
         self.task_id = task_id
         self.attempt = attempt
         self.services = services
         self._sink = sink
         self._loop = loop
+        self._family = family
+        self._calls = 0  # child calls made so far by this run: their durable names
         self._cancel = False  # a plain flag: one writer, and a bool is read atomically
 
     @property
@@ -91,6 +123,62 @@ class Context:
     def request_cancel(self) -> None:
         """Called by the runner: from now on `cancelled` is true."""
         self._cancel = True
+
+    # -- children --------------------------------------------------------------------------
+
+    def run(self, task: Any, /, key: str | None = None, **params: Any) -> Any:
+        """Start a child task and wait for its result (`await` it in an `async def` task; a
+        plain call in a `def` task). Raises ChildFailed if the child fails or is cancelled.
+
+        `task` is a task function or a registered name; `params` are validated as at
+        POST /tasks. The call is named by its place among this task's calls (or by `key`):
+        on a re-run the same call gets the same child back, and a completed child never
+        runs again.
+        """
+        return self._call(self._run_one(self._need_family(), task, params, self._call_name(key)))
+
+    def map(self, task: Any, items: list[dict[str, Any]], /, key: str | None = None) -> Any:
+        """One child per item of params, all started at once; their results, in order."""
+        names = [self._call_name(None if key is None else f"{key}:{i}") for i in range(len(items))]
+        return self._call(self._run_many(self._need_family(), task, list(items), names))
+
+    def start(self, task: Any, /, key: str | None = None, **params: Any) -> Any:
+        """Start a child task without waiting for it; its id."""
+        family = self._need_family()
+        return self._call(family.start(self, task, params, self._call_name(key)))
+
+    async def _run_one(self, family: Family, task: Any, params: dict[str, Any], call: str) -> Any:
+        child = await family.start(self, task, params, call)
+        (result,) = await family.results(self, [child])
+        return result
+
+    async def _run_many(
+        self, family: Family, task: Any, items: list[dict[str, Any]], calls: list[str]
+    ) -> Any:
+        children = await asyncio.gather(
+            *(
+                family.start(self, task, params, call)
+                for params, call in zip(items, calls, strict=True)
+            )
+        )
+        return await family.results(self, list(children))
+
+    def _call_name(self, key: str | None) -> str:
+        self._calls += 1
+        return f"{self._calls}" if key is None else f"key:{key}"
+
+    def _need_family(self) -> Family:
+        if self._family is None:
+            raise RuntimeError(
+                "this task cannot start child tasks here (process=True tasks, or no service)"
+            )
+        return self._family
+
+    def _call(self, coroutine: Any) -> Any:
+        """An awaitable in the loop's thread (async tasks); the result, in a task's thread."""
+        if self._loop is None or _in_loop_thread(self._loop):
+            return coroutine
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
 
 def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

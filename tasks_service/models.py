@@ -57,6 +57,7 @@ class Task:
     # Where the claim finds it: None for plain tasks (one index for all of them), else the
     # lane of its type (process tasks: each attempt takes a process slot).
     lane: str | None = None
+    parent_id: str | None = None  # the task that started it with ctx.run, map or start
     event_seq: int | None = None  # set on snapshots rebuilt from a change event
     waiting_for: str | None = None  # why it has not started, when asked (runtime.waits)
 
@@ -84,6 +85,7 @@ class Task:
             "finished_at": iso(self.finished_at),
             "cancel_requested": self.cancel_requested,
             "schedule_id": self.schedule_id,
+            "parent_id": self.parent_id,
             "waiting_for": self.waiting_for,
         }
 
@@ -122,6 +124,7 @@ class NewTask:
     unique_key: str | None = None
     request_hash: str | None = None
     lane: str | None = None  # see Task.lane
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,12 +125,15 @@ class TaskService:
         name: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        parent_id: str | None = None,
     ) -> Page:
         """Newest first; `cursor` is a previous page's `next_cursor`."""
         if cursor is not None and not is_id(cursor):
             raise InvalidRequest("cursor is not one this service gave out")
         wanted = sorted({s.value for s in statuses or ()})
-        tasks = await self.store.list(statuses=wanted, name=name, before_id=cursor, limit=limit + 1)
+        tasks = await self.store.list(
+            statuses=wanted, name=name, before_id=cursor, limit=limit + 1, parent_id=parent_id
+        )
         more = len(tasks) > limit
         items = tasks[:limit]
         await self.waits.explain(items)
@@ -142,10 +146,13 @@ class TaskService:
         for _ in range(3):  # a task may start between two looks: look again
             task = await self.store.cancel_pending(task_id)
             if task is not None:
+                self.runner.family.ended(task_id)
+                await self._cancel_children(task_id)
                 return task, True
             task = await self.store.request_cancel(task_id)
             if task is not None:
                 self.runner.cancel_running(task_id)
+                await self._cancel_children(task_id)
                 return task, False
             task = await self.store.get(task_id)
             if task is None:
@@ -153,6 +160,12 @@ class TaskService:
             if task.status in TERMINAL_STATUSES:
                 raise InvalidTransition(task, "cancel")
         raise InvalidTransition(task, "cancel")
+
+    async def _cancel_children(self, parent_id: str) -> None:
+        """A cancel reaches a task's unfinished children (and theirs)."""
+        for child_id, _ in await self.store.unfinished_children(parent_id):
+            with contextlib.suppress(InvalidTransition, TaskNotFound):
+                await self.cancel(child_id)
 
     async def retry(self, task_id: str) -> Task:
         """A new task with the same type, params and options as a failed or cancelled one."""

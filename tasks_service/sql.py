@@ -33,7 +33,7 @@ from tasks_service.models import (
 COLUMNS = (
     "id, name, params, status, progress, message, result, error, attempts, max_attempts, "
     "priority, created_at, run_at, started_at, finished_at, cancel_requested, schedule_id, "
-    "timeout, owner, interruptions, released, lane"
+    "timeout, owner, interruptions, released, lane, parent_id"
 )
 # The fields a change event records, in `task_events` order.
 EVENT_FIELDS = (
@@ -97,9 +97,9 @@ class Statements:
         insert = (
             "INSERT INTO tasks (id, name, params, status, attempts, max_attempts, priority, "
             "created_at, run_at, started_at, schedule_id, timeout, owner, unique_key, "
-            "request_hash, lane) "
+            "request_hash, lane, parent_id) "
         )
-        values = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        values = "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         key_taken = " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
         self.insert = p(insert + values)
         self.insert_unique = p(insert + values + key_taken)
@@ -110,7 +110,8 @@ class Statements:
             "CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), "
             "CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), "
             "CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
-            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT)"
+            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), "
+            "CAST(? AS TEXT)"
         )
         self.insert_tick = p(
             f"{insert} SELECT {typed} "
@@ -294,9 +295,16 @@ class Statements:
             "DO UPDATE SET value = metric_counts.value + excluded.value"
         )
         self.metric_counts = p("SELECT metric, name, label, value FROM metric_counts")
+        # A child goes only once its parent has ended: a re-run of the parent needs it.
         self.purge = p(
             f"DELETE FROM tasks WHERE id IN (SELECT id FROM tasks {pin('tasks_finished')} "
-            f"WHERE finished_at < ? AND status IN ({_TERMINAL_LIST}) LIMIT ?) RETURNING id"
+            f"WHERE finished_at < ? AND status IN ({_TERMINAL_LIST}) AND (parent_id IS NULL "
+            "OR NOT EXISTS (SELECT 1 FROM tasks parent WHERE parent.id = tasks.parent_id "
+            "AND parent.status IN ('pending', 'running'))) LIMIT ?) RETURNING id"
+        )
+        self.unfinished_children = p(
+            f"SELECT id, status FROM tasks {pin('tasks_by_parent')} WHERE parent_id = ? "
+            "AND status IN ('pending', 'running')"
         )
 
 
@@ -327,6 +335,7 @@ def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, 
         new.unique_key,
         new.request_hash,
         new.lane,
+        new.parent_id,
     )
     task = Task(
         id=task_id,
@@ -349,6 +358,7 @@ def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, 
         timeout=new.timeout,
         owner=claim_for,
         lane=new.lane,
+        parent_id=new.parent_id,
     )
     return task, params
 
@@ -394,4 +404,5 @@ def task_from_row(row: Sequence[Any]) -> Task:
         interruptions=row[19],
         released=row[20],
         lane=row[21],
+        parent_id=row[22],
     )

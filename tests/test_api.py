@@ -45,7 +45,7 @@ async def test_task_json_has_exactly_the_spec_fields(app: App) -> None:
     assert set(task) == {
         "id", "name", "params", "status", "progress", "message", "result", "error",
         "attempts", "max_attempts", "priority", "created_at", "run_at", "started_at",
-        "finished_at", "cancel_requested", "schedule_id", "waiting_for",
+        "finished_at", "cancel_requested", "schedule_id", "parent_id", "waiting_for",
     }  # fmt: skip
 
 

@@ -229,6 +229,26 @@ MIGRATIONS: list[list[str]] = [
             RETURN NULL;
         END $$""",
     ],
+    [
+        # Workflows: a child knows its parent (ctx.run, map, start); its end wakes the
+        # parent's host.
+        'ALTER TABLE tasks ADD COLUMN parent_id text COLLATE "C"',
+        "CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL",
+        f"""CREATE OR REPLACE FUNCTION tasks_record_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
+                NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
+                NEW.started_at, NEW.finished_at, NEW.cancel_requested);
+            IF NEW.status = 'pending' OR (NEW.status = 'running' AND NEW.cancel_requested)
+                OR ((NEW.lane IS NOT NULL OR NEW.parent_id IS NOT NULL)
+                    AND NEW.status IN ('completed', 'failed', 'cancelled'))
+            THEN
+                PERFORM pg_notify('{CHANNEL}', current_setting('application_name'));
+            END IF;
+            RETURN NULL;
+        END $$""",
+    ],
 ]
 
 # SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.

@@ -196,6 +196,11 @@ MIGRATIONS: list[list[str]] = [
                 WHERE name = NEW.name AND rate_count IS NOT NULL);
         END""",
     ],
+    [
+        # Workflows: a child knows its parent (ctx.run, map, start).
+        "ALTER TABLE tasks ADD COLUMN parent_id TEXT",
+        "CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL",
+    ],
 ]
 
 # INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.

@@ -27,7 +27,7 @@ _CACHED_TASKS = 10_000
 
 @dataclass(eq=False)
 class Subscription:
-    task_id: str | None  # None: every task
+    task_id: str | None  # None: every task; else that task and its children
     queue: asyncio.Queue[Task | None] = field(default_factory=lambda: asyncio.Queue(_QUEUE_LIMIT))
     overflowed: bool = False
 
@@ -94,8 +94,8 @@ class ChangeFeed:
                 continue
             latest[task.id] = task
             for subscription in self._subscriptions:
-                if subscription.task_id == event.task_id:
-                    _put(subscription, task)
+                if subscription.task_id in (event.task_id, task.parent_id):
+                    _put(subscription, task)  # a task's stream tells of its children too
         for task in latest.values():
             for subscription in self._subscriptions:
                 if subscription.task_id is None:

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from store import Store
@@ -26,6 +26,7 @@ from tasks_service.config import Settings
 from tasks_service.models import NewTask, Outcome, StoreUnavailable, Task, TaskStatus, WorkerInfo
 from tasks_service.runtime import liveness
 from tasks_service.runtime.attempts import Attempt, run_async, run_in_process, run_in_thread
+from tasks_service.runtime.children import Children
 from tasks_service.runtime.lanes import Lanes
 from tasks_service.runtime.metrics import MetricsRecorder
 from tasks_service.runtime.processes import WorkerPool
@@ -83,6 +84,7 @@ class Runner:
         self._claims_started = 0
         self._settling: set[str] = set()  # ended attempts whose final write is not stored yet
         self._watcher = Watcher(store, settings, self, self.metrics)
+        self.family = Children(self)  # ctx.run, map and start
 
     @property
     def running(self) -> int:
@@ -339,7 +341,9 @@ class Runner:
             chore.add_done_callback(self._chores.discard)
             return
         definition = self.registry.get(task.name)
-        context = Context(task.id, task.attempts, self.store, self._loop, services=self.services)
+        context = Context(
+            task.id, task.attempts, self.store, self._loop, self.services, self.family
+        )
         attempt = Attempt(task, definition, context)
         self._attempts[task.id] = attempt
         log.debug("task %s (%s) attempt %d started", task.id, task.name, task.attempts)
@@ -360,6 +364,21 @@ class Runner:
         finally:
             self._let_go(attempt)
 
+    def attempt_of(self, task_id: str) -> Attempt:
+        return self._attempts[task_id]
+
+    @contextlib.contextmanager
+    def slot_released(self) -> Iterator[None]:
+        """A task waiting for its children gives its slot up meanwhile (so that they, and
+        others, can run: no deadlock at TASKS_CONCURRENCY=1), and takes it back after."""
+        self._busy -= 1
+        self._backlog = True  # its children may be waiting for that very slot
+        self._wake.set()
+        try:
+            yield
+        finally:
+            self._busy += 1
+
     async def _fail_unknown(self, task: Task) -> None:
         """A stored task whose type this process does not have (its module was removed)."""
         error = f"task type {task.name!r} is not registered in this service"
@@ -367,6 +386,7 @@ class Runner:
         try:
             outcome = Outcome(TaskStatus.FAILED, error=error)
             await with_store_retries(lambda: self.store.finish(task, outcome))
+            self.family.ended(task.id)
         finally:
             self._settling.discard(task.id)
             self._free_slot(self._in_process(task.name), task.lane is not None)
@@ -408,6 +428,7 @@ class Runner:
             assert outcome.retry_at is not None
             self._note_pending(outcome.retry_at)
         else:
+            self.family.ended(task.id)
             log.info(
                 "task %s (%s) attempt %d %s in %.3f s",
                 task.id,
@@ -441,6 +462,7 @@ class Runner:
         """Another process committed something: stop what it cancelled, see its pauses,
         look for work."""
         await self.lanes.refresh(self.store)
+        await self.family.look_again()
         if self._attempts:
             for task_id in await self.store.cancel_requests(self.worker_id):
                 self.cancel_running(task_id)

@@ -66,6 +66,7 @@ class TaskOut(BaseModel):
     finished_at: str | None
     cancel_requested: bool
     schedule_id: str | None
+    parent_id: str | None = Field(description="the task that started it (ctx.run, map, start)")
     waiting_for: WaitingFor | None = Field(
         description="for a pending task, why it has not started; null otherwise"
     )

@@ -23,7 +23,8 @@ router = APIRouter(tags=["tasks"])
 async def task_events(
     task: Annotated[Task, Depends(existing_task)], service: ServiceDep, feed: FeedDep
 ) -> AsyncIterator[ServerSentEvent]:
-    """Server-Sent Events: the task now, then each change, until it ends."""
+    """Server-Sent Events: the task now, then each change (`event: task`) and each change of
+    its children (`event: child`), until it ends."""
     async with feed.subscribe(task.id) as changes:
         seen_up_to = await service.store.last_event()
         current = await service.get(task.id)  # read after subscribing: no change is missed
@@ -33,6 +34,12 @@ async def task_events(
             return
         async for changed in changes:
             await service.explain((changed,))
+            if changed.id != task.id:  # one of its children
+                if not _is_older(changed, seen_up_to):
+                    yield ServerSentEvent(
+                        data=changed.to_json(), event="child", id=str(changed.event_seq)
+                    )
+                continue
             snapshot = changed.to_json()
             if snapshot == last or _is_older(changed, seen_up_to):
                 continue
