@@ -136,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return upload_limit if path == "/files" else settings.max_body
 
     if settings.api_token is not None:
-        app.add_middleware(BearerTokenAuth, token=settings.api_token)
+        app.add_middleware(
+            BearerTokenAuth, token=settings.api_token, read_token=settings.read_token
+        )
     app.add_middleware(RequestLimits, body_limit=body_limit)  # outermost: cheapest refusals
     return app
