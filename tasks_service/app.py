@@ -23,6 +23,7 @@ from tasks_service.runtime.runner import Runner
 from tasks_service.service import TaskService
 from tasks_service.web.auth import BearerTokenAuth
 from tasks_service.web.errors import install_error_handlers
+from tasks_service.web.openapi import install_openapi, operation_id
 from tasks_service.web.request_limits import RequestLimits
 from tasks_service.web.routes import include_routes
 from tasks_service.web.uploads import MULTIPART_OVERHEAD
@@ -126,7 +127,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None if guarded else "/openapi.json",
         docs_url=None if guarded else "/docs",
         redoc_url=None if guarded else "/redoc",
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app, guarded=guarded)
     app.state.settings = settings
     include_routes(app, openapi_behind_token=guarded)
     install_error_handlers(app)

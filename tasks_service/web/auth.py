@@ -41,7 +41,7 @@ class BearerTokenAuth:
         self.reader = _digest(read_token) if read_token else _digest(secrets.token_bytes(32))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_open(scope["path"]):
+        if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = _digest(_bearer_credentials(scope))
@@ -90,5 +90,6 @@ async def _refuse(send: Send, status: int, body: bytes, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
-def _is_open(path: str) -> bool:
+def is_open(path: str) -> bool:
+    """Whether `path` is served without a token."""
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
