@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import trustme
 
 from tasks import destinations
 from tasks.http_request import BODY_LIMIT
@@ -91,8 +93,15 @@ def handler_for(web: Web) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def web() -> Iterator[Web]:
+    yield from serve()
+
+
+def serve(tls: ssl.SSLContext | None = None) -> Iterator[Web]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(Web("")))
-    web = Web(f"http://127.0.0.1:{server.server_address[1]}")
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    web = Web(f"{scheme}://127.0.0.1:{server.server_address[1]}")
     server.RequestHandlerClass = handler_for(web)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -346,3 +355,36 @@ async def test_a_name_is_checked_on_the_address_it_resolves_to_when_connecting(
     assert done["status"] == "completed", done
     (seen,) = web.requests_to("/json")
     assert seen.headers["Host"] == f"hooks.example:{port}"  # the name, though sent by address
+
+
+@pytest.fixture
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_web(ca: trustme.CA) -> Iterator[Web]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    yield from serve(context)
+
+
+async def test_https_goes_to_the_checked_address_and_verifies_the_name(
+    make_app: AppFactory, tls_web: Web, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket is opened to an address, TLS still checks the certificate for the name."""
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    monkeypatch.setattr(destinations, "_ssl_context", lambda: trusting)
+    app = await make_app(modules=MODULES, http_allow=("localhost", "127.0.0.1/32"))
+    url = f"https://localhost:{_port(tls_web)}/json"
+    task = await app.post_task("http_request", params={"url": url, "method": "GET"})
+    done = await app.wait_for(task["id"])
+    assert done["status"] == "completed", done
+    assert json.loads(done["result"]["body"]) == {"ok": True, "n": 1}
+    # By address, the certificate (issued for localhost) does not match: refused by TLS.
+    url = f"https://127.0.0.1:{_port(tls_web)}/json"
+    task = await app.post_task("http_request", params={"url": url}, max_attempts=1)
+    done = await app.wait_for(task["id"])
+    assert done["status"] == "failed" and "CERTIFICATE_VERIFY_FAILED" in done["error"], done
+    assert tls_web.hits == {"/json": 1}
