@@ -11,6 +11,7 @@ import httpx
 from pydantic import AfterValidator, AnyHttpUrl, BeforeValidator, Field, JsonValue
 
 from tasks import Context, PermanentError, task
+from tasks.destinations import Allowlist, DestinationNotAllowed, guarded_client
 
 BODY_LIMIT = 65536  # bytes of the response body kept in the result
 _ERROR_SNIPPET = 200  # characters of a 4xx/5xx body quoted in the error
@@ -56,23 +57,28 @@ async def http_request(
 ) -> dict[str, Any]:
     """Send one HTTP request; result `{"status_code", "headers", "body", "truncated"}`.
 
-    Redirects are not followed: a 3xx is a result, its `Location` in `headers`, so a
-    request never lands somewhere its caller did not name. Connection errors, timeouts and
-    5xx answers raise and are retried with backoff; a 4xx is final (PermanentError). The
-    body is read streaming and cut at 64 KiB, then decoded as text (errors replaced).
-    `timeout` bounds the whole request, body included.
+    Loopback, private, link-local and other internal destinations are refused, checked on
+    the address connected to, unless TASKS_HTTP_ALLOW allows them: the task fails at once
+    and nothing is sent. Redirects are not followed: a 3xx is a result, its `Location` in
+    `headers`, so a request never lands somewhere its caller did not name. Connection
+    errors, timeouts and 5xx answers raise and are retried with backoff; a 4xx is final
+    (PermanentError). The body is read streaming and cut at 64 KiB, then decoded as text
+    (errors replaced). `timeout` bounds the whole request, body included.
     """
     target = str(url)
+    allowlist = Allowlist.parse(ctx.services.settings.http_allow if ctx.services else ())
     sent_headers = dict(headers or {})
     if not any(name.lower() == "accept-encoding" for name in sent_headers):
         sent_headers["Accept-Encoding"] = "identity"  # so the 64 KiB cap is on real bytes
     try:
         async with (
             asyncio.timeout(timeout),
-            httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
+            guarded_client(allowlist, timeout=timeout) as client,
             client.stream(method, target, json=json, headers=sent_headers) as response,
         ):
             body, truncated = await _read_capped(response)
+    except DestinationNotAllowed as exc:
+        raise DestinationNotAllowed(f"{exc}: {target}") from None
     except TimeoutError:
         raise TimeoutError(f"timed out after {timeout:g} s: no full answer from {target}") from None
     except httpx.TimeoutException as exc:

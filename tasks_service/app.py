@@ -17,27 +17,20 @@ from store import StoreOpenError
 from tasks import BUILTIN_MODULES, TaskRegistry
 from tasks_service.config import Settings
 from tasks_service.engines import open_store
+from tasks_service.logs import configure_logging
 from tasks_service.runtime.changes import ChangeFeed
 from tasks_service.runtime.lent import LentServices
 from tasks_service.runtime.runner import Runner
 from tasks_service.service import TaskService
 from tasks_service.web.auth import BearerTokenAuth
 from tasks_service.web.errors import install_error_handlers
+from tasks_service.web.headers import SecurityHeaders
+from tasks_service.web.openapi import install_openapi, operation_id
 from tasks_service.web.request_limits import RequestLimits
 from tasks_service.web.routes import include_routes
 from tasks_service.web.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("tasks")
-
-
-def configure_logging(level: str) -> None:
-    """Our log lines beside uvicorn's, unless the host application set up logging itself."""
-    logger = logging.getLogger("tasks")
-    logger.setLevel(level)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-        logger.addHandler(handler)
 
 
 @contextmanager
@@ -126,7 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=None if guarded else "/openapi.json",
         docs_url=None if guarded else "/docs",
         redoc_url=None if guarded else "/redoc",
+        generate_unique_id_function=operation_id,
     )
+    install_openapi(app, guarded=guarded)
     app.state.settings = settings
     include_routes(app, openapi_behind_token=guarded)
     install_error_handlers(app)
@@ -136,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return upload_limit if path == "/files" else settings.max_body
 
     if settings.api_token is not None:
-        app.add_middleware(BearerTokenAuth, token=settings.api_token)
-    app.add_middleware(RequestLimits, body_limit=body_limit)  # outermost: cheapest refusals
+        app.add_middleware(
+            BearerTokenAuth, token=settings.api_token, read_token=settings.read_token
+        )
+    app.add_middleware(RequestLimits, body_limit=body_limit)  # cheapest refusals first
+    app.add_middleware(SecurityHeaders)  # outermost: every answer gets them, refusals too
     return app

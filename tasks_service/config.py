@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,10 @@ class Settings:
     smtp_url: str | None = field(default=None, repr=False)
     smtp_from: str | None = None
     processes: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Host names and CIDR ranges http_request may call although they are internal.
+    http_allow: tuple[str, ...] = ()
+    # A bearer token that may only read (GET); it needs api_token.
+    read_token: str | None = field(default=None, repr=False)
     # Not in SPEC.md's table: knobs for operators and tests.
     # A worker process for process=True tasks is replaced after this many attempts, or once
     # its resident memory passes this many MiB (a leaking library cannot grow for ever).
@@ -38,6 +44,17 @@ class Settings:
     lease_seconds: float = 30.0
     watch_interval: float = 0.2
     log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.read_token is not None and self.api_token is None:
+            raise SettingsError(
+                "TASKS_READ_TOKEN is set but TASKS_API_TOKEN is not: without the admin token "
+                "every endpoint is open to anyone, so a read-only token would guard nothing"
+            )
+        if self.read_token is not None and self.read_token == self.api_token:
+            raise SettingsError("TASKS_READ_TOKEN must differ from TASKS_API_TOKEN")
+        for entry in self.http_allow:
+            _allow_entry(entry)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +75,12 @@ class Settings:
             smtp_url=env.get("TASKS_SMTP_URL") or None,
             smtp_from=env.get("TASKS_SMTP_FROM") or None,
             processes=reader.integer("TASKS_PROCESSES", default.processes, minimum=1),
+            http_allow=tuple(
+                _allow_entry(entry)
+                for entry in env.get("TASKS_HTTP_ALLOW", "").split(",")
+                if entry.strip()
+            ),
+            read_token=env.get("TASKS_READ_TOKEN") or None,
             process_max_tasks=reader.integer(
                 "TASKS_PROCESS_MAX_TASKS", default.process_max_tasks, minimum=1
             ),
@@ -76,6 +99,27 @@ class Settings:
                 "TASKS_LOG_LEVEL", default.log_level, ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
         )
+
+
+_HOST_NAME = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)(\.(?!-)[a-z0-9_-]{1,63}(?<!-))*\.?")
+
+
+def _allow_entry(raw: str) -> str:
+    """One TASKS_HTTP_ALLOW entry, normalised: a CIDR range (an address is a /32 or /128),
+    or a host name in lower case."""
+    entry = raw.strip().lower()
+    try:
+        return str(ipaddress.ip_network(entry, strict=False))
+    except ValueError:
+        pass
+    name = entry.rstrip(".")
+    # A name's last label is never all digits: "127.1" is an address in a short form.
+    if len(name) <= 253 and _HOST_NAME.fullmatch(entry) and not name.rpartition(".")[2].isdigit():
+        return name
+    raise SettingsError(
+        f"TASKS_HTTP_ALLOW: {raw.strip()!r} is neither a host name nor a CIDR range "
+        "(such as 10.0.0.0/8, 127.0.0.1/32 or hooks.internal)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

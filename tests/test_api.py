@@ -473,7 +473,9 @@ async def test_openapi_documents_every_route(app: App) -> None:
     for path in ("/tasks", "/tasks/{task_id}", "/tasks/{task_id}/cancel", "/schedules"):
         assert path in paths
     create = paths["/tasks"]["post"]
-    assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["name"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/TaskCreate"}
+    assert document["components"]["schemas"]["TaskCreate"]["required"] == ["name"]
     assert {"202", "200", "409", "413", "422"} <= set(create["responses"])
     assert (await app.client.get("/docs")).status_code == 200
 

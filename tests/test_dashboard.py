@@ -50,6 +50,7 @@ DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 SCHEDULED_MODULES = ",".join([*SAMPLE_MODULES, "tests.scheduled_tasks"])
 HOSTILE = "<img src=x onerror=alert(1)>"
 TOKEN = "dashboard-test-token"
+READ_TOKEN = "dashboard-read-token"
 # What chromium logs by itself for a fetch answered with an HTTP error, or not answered.
 HTTP_ERROR_LOG = "Failed to load resource: the server responded with a status of {}"
 REFUSED_LOG = "Failed to load resource: net::ERR_CONNECTION_REFUSED"
@@ -570,6 +571,53 @@ def test_token_prompt(
     dash.assert_clean()
 
 
+def test_a_read_token_sees_everything_and_gets_no_button_that_writes(
+    server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
+) -> None:
+    server = start_server(
+        server_factory, tmp_path, TASKS_API_TOKEN=TOKEN, TASKS_READ_TOKEN=READ_TOKEN
+    )
+    running = post(server, "sleep", params={"seconds": 60, "steps": 60})
+    stopped = post(server, "sleep", params={"seconds": 60})
+    call(server, "POST", f"/tasks/{stopped['id']}/cancel")
+    done = post(server, "echo", params={"text": "hello"})
+    dash = open_dashboard(server, expected_logs=(HTTP_ERROR_LOG.format(401),), ready=False)
+    page = dash.page
+    page.fill("#token-input", READ_TOKEN)
+    page.click("#token-submit")
+    dash.wait_ready()
+
+    # Everything is shown...
+    expect(dash.row(done["id"])).to_have_attribute("data-status", "completed")
+    expect(dash.row(stopped["id"])).to_have_attribute("data-status", "cancelled")
+    expect(dash.row(running["id"])).to_have_attribute("data-status", "running")
+    expect(page.locator("#schedule-list li")).not_to_have_count(0)
+    expect(page.locator("#access-badge")).to_be_visible()
+    # ... and nothing that writes: no cancel, retry, pause, run, nor the start form.
+    expect(page.locator("#task-rows button")).to_have_count(0)
+    expect(page.locator("#schedule-list button")).to_have_count(0)
+    expect(page.locator("#start-form")).to_be_hidden()
+    expect(page.locator("#start-read-only")).to_be_visible()
+    dash.row(running["id"]).click()
+    expect(page.locator("#detail-progress")).to_be_visible()
+    expect(page.locator("#detail-actions button")).to_have_count(0)
+    page.click("#detail-close")
+
+    # The admin token brings them back.
+    page.click("#forget-token")
+    page.fill("#token-input", TOKEN)
+    page.click("#token-submit")
+    dash.wait_ready()
+    expect(page.locator("#access-badge")).to_be_hidden()
+    expect(page.locator("#start-form")).to_be_visible()
+    expect(page.locator("#start-read-only")).to_be_hidden()
+    expect(dash.row(stopped["id"]).locator('[data-action="retry"]')).to_be_visible()
+    expect(page.locator('#schedule-list [data-action="run"]')).not_to_have_count(0)
+    dash.row(running["id"]).locator('[data-action="cancel"]').click()
+    expect(dash.row(running["id"])).to_have_attribute("data-status", "cancelled")
+    dash.assert_clean()
+
+
 def test_event_stream_reconnects_after_a_restart(
     server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
 ) -> None:
@@ -594,7 +642,8 @@ def test_a_busy_dashboard_screenshot(
     server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
 ) -> None:
     """Tasks in every status, one running: the picture in docs/dashboard.png."""
-    server = start_server(server_factory, tmp_path)
+    # Its webhook goes to a closed port on loopback, retried: loopback must be allowed.
+    server = start_server(server_factory, tmp_path, TASKS_HTTP_ALLOW="127.0.0.1/32")
     csv = "region,units,price\n" + "".join(
         f"{region},{units},{price}\n"
         for region, units, price in [("north", 12, 9.5), ("south", 7, 11.0), ("east", 30, 8.25)]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks import Context, PermanentError, TaskDefinition
+from tasks_service.logs import one_line
 from tasks_service.models import Outcome, Task, TaskStatus, dump_json
 from tasks_service.runtime.processes import WorkerDied, WorkerPool, WorkerStartFailed
 
@@ -221,9 +222,11 @@ def failed(
     exc_info = None if (timed_out or plain) else exc
     if retry:
         delay = retry_delay(task.counted_attempts)
-        log.warning("%s failed, retry in %.1f s: %s", where, delay, error, exc_info=exc_info)
+        log.warning(
+            "%s failed, retry in %.1f s: %s", where, delay, one_line(error), exc_info=exc_info
+        )
         return Outcome(TaskStatus.PENDING, error=error, retry_at=time.time() + delay)
-    log.error("%s failed: %s", where, error, exc_info=exc_info)
+    log.error("%s failed: %s", where, one_line(error), exc_info=exc_info)
     return Outcome(TaskStatus.FAILED, error=error)
 
 

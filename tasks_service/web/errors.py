@@ -19,22 +19,28 @@ from tasks_service.models import (
     TaskTypeNotFound,
     UnknownTaskType,
 )
-from tasks_service.web.schemas import ErrorOut
+from tasks_service.web.schemas import ErrorOut, component
+
+# Every error answer's body: one schema, referred to by every error answer.
+ERROR_SCHEMA = component(ErrorOut)
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Error answers: JSON `{"detail": ...}`, whatever the route's own content type."""
-    content = {"application/json": {"schema": ErrorOut.model_json_schema()}}
+    """Error answers: JSON `{"detail": ...}` (ErrorOut), whatever the route's content type."""
+    content = {"application/json": {"schema": dict(ERROR_SCHEMA)}}
     return {code: {"description": _ERROR_MEANINGS[code], "content": content} for code in codes}
 
 
 _ERROR_MEANINGS = {
     400: "malformed request (e.g. a multipart body that cannot be parsed)",
     401: "missing or wrong bearer token",
+    403: "the bearer token is read-only (TASKS_READ_TOKEN): it may only GET",
     404: "no such task, schedule or file",
     409: "not possible in the task's current status, or Idempotency-Key reused",
     413: "body over the size limit",
-    422: "invalid input",
+    422: "invalid input: `detail` says why, as a sentence or a list of issues",
+    431: "request headers over 16 KiB in all",
+    503: "the task database cannot be used now; try again after Retry-After seconds",
 }
 
 

@@ -10,6 +10,20 @@ from tasks_service.models import TaskRequest, TaskStatus
 
 WaitingFor = Literal["run_at", "retry", "paused", "concurrency", "rate_limit", "slot"]
 
+# Models that routes refer to by `$ref` themselves (error answers, a body read by hand);
+# tasks_service.web.openapi puts their schemas in the document's components.
+_REFERENCED: dict[str, type[BaseModel]] = {}
+
+
+def component(model: type[BaseModel]) -> dict[str, str]:
+    """A `$ref` to `model`'s schema among the document's components (it will be there)."""
+    _REFERENCED[model.__name__] = model
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def referenced_models() -> list[type[BaseModel]]:
+    return list(_REFERENCED.values())
+
 
 class TaskCreate(BaseModel):
     """The body of POST /tasks."""
@@ -115,5 +129,17 @@ class FileOut(BaseModel):
     created_at: str
 
 
+class ValidationIssue(BaseModel):
+    """One complaint about a request, as pydantic words it (FastAPI's 422 items)."""
+
+    type: str = Field(description="what kind of error, e.g. missing, extra_forbidden")
+    loc: list[str | int] = Field(description='where: ["body", "params", "seconds"]')
+    msg: str
+    input: Any = Field(None, description="the value that was refused")
+    ctx: dict[str, Any] | None = Field(None, description="the constraint, e.g. {'ge': 1}")
+
+
 class ErrorOut(BaseModel):
-    detail: Any
+    """Every error answer: `detail` is a sentence, or for invalid input a list of issues."""
+
+    detail: str | list[ValidationIssue]

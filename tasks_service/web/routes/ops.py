@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tasks_service.runtime.metrics import render as render_metrics
 from tasks_service.web.deps import ServiceDep
 from tasks_service.web.errors import errors
-from tasks_service.web.schemas import ErrorOut, Health
+from tasks_service.web.schemas import Health
 
 metrics_router = APIRouter(tags=["metrics"])
 health_router = APIRouter(tags=["health"])
@@ -28,7 +28,7 @@ async def metrics(service: ServiceDep) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@health_router.get("/health", response_model=Health, responses={503: {"model": ErrorOut}})
+@health_router.get("/health", response_model=Health, responses=errors(503))
 async def health(service: ServiceDep) -> dict[str, Any]:
     """200 while the database can be used, else 503."""
     await service.store.ping()

@@ -16,14 +16,14 @@ from tasks_service.service import TaskService
 from tasks_service.web.bodies import read_json, task_response, validation_error
 from tasks_service.web.deps import ServiceDep
 from tasks_service.web.errors import errors
-from tasks_service.web.schemas import TaskCreate, TaskOut, TaskPage, TaskType
+from tasks_service.web.schemas import TaskCreate, TaskOut, TaskPage, TaskType, component
 
 router = APIRouter(tags=["tasks"])
 
 _CREATE_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TaskCreate.model_json_schema()}},
+        "content": {"application/json": {"schema": component(TaskCreate)}},
     }
 }
 
@@ -135,7 +135,7 @@ async def retry_task(task_id: str, service: ServiceDep) -> Response:
 
 
 @router.get("/task-types", response_model=list[TaskType], responses=errors(401))
-async def task_types(service: ServiceDep) -> list[dict[str, Any]]:
+async def list_task_types(service: ServiceDep) -> list[dict[str, Any]]:
     """The task types this service runs: params as JSON Schema, limits, pause, running."""
     return await service.task_types()
 

@@ -1,5 +1,6 @@
 // Calls to the service's JSON API, with the token; and its errors, made readable.
 
+import { noteAccess } from "./access.js";
 import { askForToken, authHeaders, currentToken } from "./token.js";
 
 export class ApiError extends Error {
@@ -41,6 +42,7 @@ export async function api(method, path, body) {
       await askForToken(token);
       continue;
     }
+    noteAccess(response);
     const data = await readBody(response);
     if (!response.ok) throw new ApiError(response.status, data && data.detail !== undefined ? data.detail : data);
     return data;

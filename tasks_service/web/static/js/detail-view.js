@@ -4,7 +4,7 @@
 import { $, h, setText } from "./dom.js";
 import { between, formatPercent, fullTime, json } from "./format.js";
 import { progressBar, setProgress } from "./progress.js";
-import { actionButtons } from "./task-actions.js";
+import { actionButtons, actionsKey } from "./task-actions.js";
 
 /** What the drawer shows for a task the service does not know (any more). */
 export function renderMissing(id) {
@@ -91,7 +91,7 @@ export function renderDetail(slots, task) {
   const rows = facts.flatMap(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
   slots.facts.replaceChildren(...rows);
 
-  const key = `${task.status}:${task.cancel_requested}`;
+  const key = actionsKey(task);
   if (slots.actionsKey !== key) {
     slots.actionsKey = key;
     slots.actions.replaceChildren(...actionButtons(task, slots.onAnswer));

@@ -1,6 +1,7 @@
 // The detail drawer: opened from a row, it follows that one task on its own event stream
 // until the task finishes or the drawer closes.
 
+import { onAccessChange } from "./access.js";
 import { buildDetail, renderDetail, renderMissing } from "./detail-view.js";
 import { $, setText } from "./dom.js";
 import { follow, parseTask } from "./events.js";
@@ -39,6 +40,7 @@ export function setupDetail() {
     const row = detail.lastRow;
     if (row && row.isConnected) row.focus();
   });
+  onAccessChange(() => { if (detail.task) showDetail(detail.task); });
   // A click on the backdrop (outside the drawer) closes it.
   dialog.addEventListener("click", (event) => {
     if (event.target === dialog) {

@@ -2,6 +2,7 @@
 // the one follower that keeps such a stream going: the dashboard's feed and the detail
 // drawer's task stream both run on it.
 
+import { noteAccess } from "./access.js";
 import { askForToken, authHeaders, currentToken } from "./token.js";
 
 const BACKOFF_FIRST = 1000;
@@ -100,6 +101,7 @@ export async function follow(path, { signal, onEvent, onState, onOpen, onMissing
         await askForToken(token);
         continue;
       }
+      noteAccess(response);
       if (response.status === 404 && onMissing) {
         onMissing();
         return;

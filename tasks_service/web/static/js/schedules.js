@@ -1,6 +1,7 @@
 // The schedules panel: each periodic schedule with its next run (a relative time that
 // ticks), pause/resume, and run now, whose new task goes straight to the list.
 
+import { canWrite, onAccessChange } from "./access.js";
 import { api, describeError } from "./api.js";
 import { $, h, setText, timeNode } from "./dom.js";
 import { paramsSummary, parseTime, relative, shortId } from "./format.js";
@@ -52,7 +53,7 @@ function scheduleItem(schedule) {
         timeNode(nextRun, relative(nextRun), "relative"),
       ]));
   const params = paramsSummary(schedule.params);
-  const actions = h("div", { className: "schedule-actions" },
+  const actions = !canWrite() ? null : h("div", { className: "schedule-actions" },
     h("button", {
       type: "button", className: "btn btn-small", dataset: { action: paused ? "resume" : "pause" },
       "aria-label": `${paused ? "Resume" : "Pause"} schedule ${label}`, text: paused ? "Resume" : "Pause",
@@ -64,7 +65,7 @@ function scheduleItem(schedule) {
       onclick: (event) => scheduleAction(schedule.id, "run", event.currentTarget),
     }));
   item.append(h("div", { className: "schedule-info" }, title, meta,
-    params ? h("div", { className: "params-summary", text: params }) : null), actions);
+    params ? h("div", { className: "params-summary", text: params }) : null), ...(actions ? [actions] : []));
   return item;
 }
 
@@ -101,4 +102,5 @@ function tickSchedules() {
 /** Keep the relative times ticking (and overdue schedules read again) once a second. */
 export function setupSchedules() {
   setInterval(tickSchedules, 1000);
+  onAccessChange(renderSchedules);
 }

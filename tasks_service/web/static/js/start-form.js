@@ -1,6 +1,7 @@
 // "Start a task": the type select, the params fields, priority and delay; the new task goes
 // to the list at once, and a refusal is shown next to what it is about.
 
+import { canWrite, onAccessChange } from "./access.js";
 import { ApiError, api, describeError, errorLocation } from "./api.js";
 import { $, h, setText } from "./dom.js";
 import { shortId } from "./format.js";
@@ -82,6 +83,12 @@ function showStartError(error) {
 
 /** A new type's fields on change; on submit, the params checked here first, then sent. */
 export function setupStartForm() {
+  const showForm = () => {
+    $("#start-form").hidden = !canWrite();
+    $("#start-read-only").hidden = canWrite();
+  };
+  onAccessChange(showForm);
+  showForm();
   $("#start-type").addEventListener("change", renderParamFields);
   $("#start-form").addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -1,13 +1,20 @@
 // Cancel and Retry, the same buttons in a task's row and in its detail drawer. Where the
 // answer goes is the caller's to say, so this module needs nothing from the list.
 
+import { canWrite } from "./access.js";
 import { api, describeError } from "./api.js";
 import { h } from "./dom.js";
 import { shortId } from "./format.js";
 import { toast } from "./toast.js";
 
-/** The buttons that fit `task`'s status; each call's answer (the task) goes to onAnswer. */
+/** Which buttons `task` gets: its status, a cancel asked for, and what the token may do. */
+export function actionsKey(task) {
+  return `${task.status}:${task.cancel_requested}:${canWrite()}`;
+}
+
+/** The buttons that fit `task`'s status (none for a read-only token); answers go to onAnswer. */
 export function actionButtons(task, onAnswer) {
+  if (!canWrite()) return [];
   const label = `${task.name} ${shortId(task.id)}`;
   const buttons = [];
   if (task.status === "pending" || task.status === "running") {

@@ -4,7 +4,7 @@
 import { h, setText, timeNode } from "./dom.js";
 import { between, formatPercent, oneLine, paramsSummary, parseTime, shortId, shortTime } from "./format.js";
 import { progressBar, setProgress } from "./progress.js";
-import { actionButtons } from "./task-actions.js";
+import { actionButtons, actionsKey } from "./task-actions.js";
 
 /** A row for `task`: a click or Enter on it calls onOpen(id), its buttons' answers go to onAnswer. */
 export function buildRow(task, { onOpen, onAnswer }) {
@@ -106,9 +106,9 @@ export function updateRow(row, task) {
   setText(cells.attempts, `${task.attempts} / ${task.max_attempts}`);
   cells.attempts.title = `${task.attempts} attempt${task.attempts === 1 ? "" : "s"} of at most ${task.max_attempts}`;
 
-  const actionsKey = `${task.status}:${task.cancel_requested}`;
-  if (row.actionsKey !== actionsKey) {
-    row.actionsKey = actionsKey;
+  const key = actionsKey(task);
+  if (row.actionsKey !== key) {
+    row.actionsKey = key;
     cells.actions.replaceChildren(...actionButtons(task, row.onAnswer));
   }
 }

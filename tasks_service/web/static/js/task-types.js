@@ -2,6 +2,7 @@
 // limit"), whether it runs in worker processes, and pause/resume, read again every few
 // seconds (running counts change with every task).
 
+import { canWrite, onAccessChange } from "./access.js";
 import { api, describeError } from "./api.js";
 import { $, h } from "./dom.js";
 import { toast } from "./toast.js";
@@ -50,7 +51,8 @@ function typeItem(type) {
     "aria-label": `${paused ? "Resume" : "Pause"} task type ${type.name}`, text: paused ? "Resume" : "Pause",
     onclick: (event) => typeAction(type.name, action, event.currentTarget),
   });
-  item.append(h("div", { className: "schedule-info" }, title, meta), h("div", { className: "schedule-actions" }, button));
+  item.append(h("div", { className: "schedule-info" }, title, meta),
+    canWrite() ? h("div", { className: "schedule-actions" }, button) : null);
   return item;
 }
 
@@ -69,6 +71,7 @@ async function typeAction(name, action, button) {
 
 /** Keep the running counts fresh while the page is visible. */
 export function setupTypePanel() {
+  onAccessChange(render); // a read-only token gets no Pause/Resume buttons
   setInterval(() => {
     if (document.visibilityState === "visible") loadTypePanel();
   }, REFRESH_EVERY);

@@ -1,6 +1,7 @@
 // The task table: the first page read with the filters, older pages by cursor, and each
 // change that arrives (from the event stream or an action's answer) applied in place.
 
+import { onAccessChange } from "./access.js";
 import { api, describeError } from "./api.js";
 import { $ } from "./dom.js";
 import { buildRow, updateRow } from "./task-row.js";
@@ -194,6 +195,7 @@ export function setupTaskList({ onOpen }) {
     timer = setTimeout(reloadTasks, 300);
   });
   $("#older").addEventListener("click", loadOlder);
+  onAccessChange(() => { for (const row of tasks.rows.values()) updateRow(row, row.task); });
 }
 
 /** Forget every row (the token changed): the next reloadTasks() starts from nothing. */

@@ -1,6 +1,7 @@
 // The bearer token (TASKS_API_TOKEN): kept in this tab's sessionStorage, asked for in a modal
 // dialog when the service answers 401. Every request that got a 401 waits on the same prompt.
 
+import { resetAccess } from "./access.js";
 import { $ } from "./dom.js";
 import { setLive } from "./live.js";
 
@@ -26,6 +27,7 @@ export function askForToken(refused) {
   const now = currentToken();
   if (now && now !== refused) return Promise.resolve(); // someone already entered a new one
   if (now) sessionStorage.removeItem(TOKEN_KEY);
+  resetAccess();
   updateTokenButton();
   if (!tokenWaiter) {
     tokenWaiter = new Promise((resolve) => { tokenResolve = resolve; });
@@ -64,6 +66,7 @@ export function setupTokenDialog({ onForget }) {
   });
   $("#forget-token").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    resetAccess();
     updateTokenButton();
     onForget();
   });
