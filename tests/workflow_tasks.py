@@ -124,3 +124,18 @@ def process_parent(ctx: Context) -> None:
 async def file_parent(ctx: Context, path: str) -> str:
     Path(path).write_text("parent ran")
     return str(await ctx.run(double, n=3))
+
+
+@task
+async def spread(ctx: Context, path: str, n: int) -> int:
+    """Children that take a while each, so that other processes take some: returns its pid."""
+    await ctx.map(count_run, [{"path": path, "mark": f"c{i}", "seconds": 0.3} for i in range(n)])
+    return os.getpid()
+
+
+@task
+async def workflow_of_five_named(ctx: Context, path: str, prefix: str, seconds: float) -> int:
+    """workflow_of_five with marks of its own (prefix-step0...), for many parents at once."""
+    for i in range(5):
+        await ctx.run(count_run, path=path, mark=f"{prefix}-step{i}", seconds=seconds)
+    return 5
