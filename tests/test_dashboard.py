@@ -541,6 +541,29 @@ def test_task_types_panel_shows_limits_running_counts_and_pauses(
     dash.assert_clean()
 
 
+def test_detail_shows_a_tasks_children_and_leads_to_them_and_back(
+    server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
+) -> None:
+    modules = ",".join([*SAMPLE_MODULES, "tests.workflow_tasks"])
+    server = start_server(server_factory, tmp_path, TASKS_MODULES=modules)
+    parent = call(server, "POST", "/tasks", json={"name": "fan_out", "params": {"n": 3}}).json()
+    dash = open_dashboard(server)
+    page = dash.page
+    page.locator(f'#task-rows tr[data-task-id="{parent["id"]}"] .task-name').click()
+    children = page.locator("#detail-children li")
+    expect(children).to_have_count(3)
+    expect(page.locator("#detail-children li[data-status='completed']")).to_have_count(3)
+    expect(page.locator("#task-detail .detail-section h3", has_text="Children")).to_have_text(
+        "Children (3 of 3 completed)"
+    )
+    children.first.locator(".child-open").click()
+    expect(page.locator("#detail-title")).to_have_text("double")
+    page.locator("#task-detail .parent-open").click()
+    expect(page.locator("#detail-title")).to_have_text("fan_out")
+    expect(page.locator("#detail-children li")).to_have_count(3)
+    dash.assert_clean()
+
+
 def test_token_prompt(
     server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
 ) -> None:

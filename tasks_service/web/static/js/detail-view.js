@@ -1,5 +1,5 @@
-// The detail drawer's content: one task's progress, error, result, params and facts, all
-// set as text.
+// The detail drawer's content: one task's progress, error, result, params, facts and
+// children, all set as text.
 
 import { $, h, setText } from "./dom.js";
 import { between, formatPercent, fullTime, json } from "./format.js";
@@ -17,8 +17,9 @@ function section(title, ...content) {
   return h("section", { className: "detail-section" }, h("h3", { text: title }), ...content);
 }
 
-/** Fill the drawer's body with empty slots for one task; its buttons' answers go to onAnswer. */
-export function buildDetail({ onAnswer }) {
+/** Fill the drawer's body with empty slots for one task; its buttons' answers go to onAnswer,
+ * and a click on a child (or the parent) opens it with onOpen. */
+export function buildDetail({ onAnswer, onOpen }) {
   const slot = (tag, props = {}) => h(tag, props);
   const slots = {
     progressSection: null,
@@ -34,21 +35,48 @@ export function buildDetail({ onAnswer }) {
     actions: slot("div", { className: "detail-actions", id: "detail-actions" }),
     actionsKey: null,
     onAnswer,
+    onOpen,
+    childrenSection: null,
+    children: slot("ul", { className: "children", id: "detail-children" }),
   };
   slots.bar.id = "detail-progress";
   slots.progressSection = section("Progress",
     h("div", { className: "progress-line" }, slots.bar, slots.percent), slots.message);
   slots.resultSection = section("Result", slots.result);
   slots.errorSection = section("Error", slots.error);
+  slots.childrenSection = section("Children", slots.children);
+  slots.childrenSection.hidden = true;
   $("#detail-body").replaceChildren(
     slots.actions,
     slots.progressSection,
     slots.errorSection,
     slots.resultSection,
+    slots.childrenSection,
     section("Params", slots.params),
     section("Details", slots.facts),
   );
   return slots;
+}
+
+/** The task's children (ctx.run, map, start), in the order they were made, each with its
+ * status and progress; a click opens one (and its own children). */
+export function renderChildren(slots, children) {
+  const list = [...children.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+  slots.childrenSection.hidden = list.length === 0;
+  const done = list.filter((child) => child.status === "completed").length;
+  setText(slots.childrenSection.querySelector("h3"), `Children (${done} of ${list.length} completed)`);
+  slots.children.replaceChildren(...list.map((child) => {
+    const bar = progressBar(`Progress of child ${child.name} ${child.id}`);
+    setProgress(bar, child.status === "completed" ? 100 : child.progress);
+    return h("li", { className: "child", dataset: { taskId: child.id, status: child.status } },
+      h("button", {
+        type: "button", className: "btn btn-quiet child-open", text: child.name,
+        "aria-label": `Open child ${child.name} ${child.id}`,
+        onclick: () => slots.onOpen(child.id),
+      }),
+      h("span", { className: "badge", dataset: { status: child.status }, text: child.status }),
+      bar);
+  }));
 }
 
 /** Show `task` in the slots buildDetail made (only text and attributes change). */
@@ -89,6 +117,14 @@ export function renderDetail(slots, task) {
     ["Cancel", task.cancel_requested ? "requested" : ""],
   ].filter(([, value]) => value);
   const rows = facts.flatMap(([term, value]) => [h("dt", { text: term }), h("dd", { text: value })]);
+  if (task.parent_id) {
+    rows.push(h("dt", { text: "Parent" }), h("dd", {},
+      h("button", {
+        type: "button", className: "btn btn-quiet parent-open", text: task.parent_id,
+        "aria-label": `Open the parent task ${task.parent_id}`,
+        onclick: () => slots.onOpen(task.parent_id),
+      })));
+  }
   slots.facts.replaceChildren(...rows);
 
   const key = actionsKey(task);

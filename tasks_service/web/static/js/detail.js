@@ -2,19 +2,22 @@
 // until the task finishes or the drawer closes.
 
 import { onAccessChange } from "./access.js";
-import { buildDetail, renderDetail, renderMissing } from "./detail-view.js";
+import { api } from "./api.js";
+import { buildDetail, renderChildren, renderDetail, renderMissing } from "./detail-view.js";
 import { $, setText } from "./dom.js";
 import { follow, parseTask } from "./events.js";
 import { TERMINAL, receiveTask, shownRow } from "./tasks-list.js";
 
-const detail = { task: null, controller: null, slots: null, lastRow: null };
+const detail = { id: null, task: null, controller: null, slots: null, lastRow: null, children: new Map() };
 
 /** Open the drawer on task `id` and follow it there. */
 export function openDetail(id) {
   const known = shownRow(id)?.task;
   closeDetailStream();
+  detail.id = id;
   detail.task = null;
-  detail.slots = buildDetail({ onAnswer: receiveTask });
+  detail.children = new Map();
+  detail.slots = buildDetail({ onAnswer: receiveTask, onOpen: openDetail });
   const dialog = $("#task-detail");
   if (known) showDetail(known);
   else {
@@ -23,6 +26,19 @@ export function openDetail(id) {
   }
   if (!dialog.open) dialog.showModal();
   followDetail(id);
+  loadChildren(id);
+}
+
+/** The task's children as they are now; their changes then come on its own stream. */
+async function loadChildren(id) {
+  try {
+    const page = await api("GET", `/tasks?parent_id=${encodeURIComponent(id)}&limit=500`);
+    if (detail.id !== id) return; // another task was opened since
+    for (const child of page.items) if (!detail.children.has(child.id)) detail.children.set(child.id, child);
+    if (detail.slots) renderChildren(detail.slots, detail.children);
+  } catch {
+    // The drawer still shows the task itself; its children come with their next change.
+  }
 }
 
 function closeDetailStream() {
@@ -58,9 +74,13 @@ function followDetail(id) {
   follow(`/tasks/${encodeURIComponent(id)}/events`, {
     signal: detail.controller.signal,
     onEvent: ({ event, data }) => {
-      if (event !== "task") return;
       const task = parseTask(data);
-      if (task && task.id === id) showDetail(task);
+      if (!task) return;
+      if (event === "task" && task.id === id) showDetail(task);
+      if (event === "child" && task.parent_id === id && detail.slots) {
+        detail.children.set(task.id, task);
+        renderChildren(detail.slots, detail.children);
+      }
     },
     onMissing: () => renderMissing(id),
     // The service ends the stream once the task has finished: nothing more will come.
