@@ -23,8 +23,11 @@ from tasks_service.models import (
     MAX_INTERRUPTIONS,
     FileRecord,
     IdempotencyConflict,
+    InvalidRequest,
+    KeyTaken,
     NewTask,
     Outcome,
+    Rows,
     Task,
     TaskEvent,
     TaskStatus,
@@ -134,6 +137,59 @@ class Store(abc.ABC):
                     raise IdempotencyConflict(rows[0][0])
                 return task_from_row(rows[0]), False
             # The holder of the key was deleted in between: the key is free again.
+
+    async def create_many(self, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+        """Insert all these tasks in one transaction, or none of them.
+
+        A task whose unique key is held by a task made from the same request is not made
+        again: that task comes back with False, in its place. A key held for another
+        request is IdempotencyConflict, and nothing is stored.
+        """
+        while True:
+            held = await self._holders([n.unique_key for n in news if n.unique_key])
+            made: list[tuple[Task, bool]] = []
+            rows = Rows()
+            first_with: dict[str, int] = {}
+            for index, new in enumerate(news):
+                key = new.unique_key
+                if key is not None and key in held:
+                    task, request_hash = held[key]
+                    if request_hash != new.request_hash:
+                        raise IdempotencyConflict(task.id)
+                    made.append((task, False))
+                elif key is not None and key in first_with:
+                    earlier = first_with[key]
+                    if news[earlier].request_hash != new.request_hash:
+                        raise InvalidRequest(
+                            f"items {earlier} and {index} have the same idempotency_key "
+                            "and different bodies"
+                        )
+                    made.append((made[earlier][0], False))
+                else:
+                    task, params = new_task_row(new, None)
+                    rows.append(params)
+                    made.append((task, True))
+                    if key is not None:
+                        first_with[key] = index
+            if not rows:
+                return made
+            try:
+                await self._write_atomically([(self.sql.insert, rows)])
+            except KeyTaken:
+                continue  # another request took one of the keys meanwhile: look again
+            return made
+
+    async def _holders(self, keys: Sequence[str | None]) -> dict[str, tuple[Task, str | None]]:
+        """The tasks holding these unique keys, with the hash of the request that made each."""
+        held: dict[str, tuple[Task, str | None]] = {}
+        for chunk in _chunks([k for k in keys if k is not None]):
+            sql = self.sql.dialect.prepare(
+                f"SELECT {COLUMNS}, request_hash, unique_key FROM tasks "
+                f"WHERE unique_key IN ({', '.join('?' * len(chunk))})"
+            )
+            for row in await self._read(sql, chunk):
+                held[row[-1]] = (task_from_row(row), row[-2])
+        return held
 
     async def create_tick(
         self, new: NewTask, *, claim_for: str | None = None

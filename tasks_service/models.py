@@ -314,6 +314,15 @@ class InvalidRequest(TaskError):
     """A request that contradicts itself or the service (e.g. delay and run_at together)."""
 
 
+class InvalidBatchItem(TaskError):
+    """One item of a batch is invalid (so nothing of the batch is stored)."""
+
+    def __init__(self, index: int, error: TaskError) -> None:
+        super().__init__(f"tasks[{index}]: {error}")
+        self.index = index
+        self.error = error
+
+
 class InvalidTransition(TaskError):
     def __init__(self, task: Task, action: str) -> None:
         super().__init__(f"cannot {action} task {task.id}: it is {task.status.value}")
@@ -326,6 +335,14 @@ class IdempotencyConflict(TaskError):
             f"this Idempotency-Key was already used, with a different request body, "
             f"for task {task_id}"
         )
+
+
+class Rows(list):  # type: ignore[type-arg]
+    """In the steps of an atomic write: many rows of parameters for one statement."""
+
+
+class KeyTaken(Exception):
+    """An atomic write met a unique key that another write holds: none of it committed."""
 
 
 class StoreUnavailable(TaskError):

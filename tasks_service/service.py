@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from store import Store
 from tasks import TaskDefinition, TaskRegistry
 from tasks_service.models import (
     TERMINAL_STATUSES,
+    InvalidBatchItem,
     InvalidParams,
     InvalidRequest,
     InvalidTransition,
@@ -21,6 +22,7 @@ from tasks_service.models import (
     TaskRequest,
     TaskStatus,
     TaskTypeNotFound,
+    UnknownTaskType,
     is_id,
 )
 from tasks_service.runtime.runner import Runner
@@ -69,6 +71,25 @@ class TaskService:
         task, created = await self.runner.insert(new)
         await self.waits.explain((task,))
         return Created(task, created)
+
+    async def enqueue_many(self, requests: Sequence[TaskRequest | dict[str, Any]]) -> list[Task]:
+        """Validate and store many tasks in one transaction: all of them, or (InvalidBatchItem
+        naming the first bad item, or IdempotencyConflict) none. A request given as a dict
+        has TaskRequest's fields: `{"name": "send_email", "params": {...}}`."""
+        news = []
+        for index, item in enumerate(requests):
+            request = item if isinstance(item, TaskRequest) else _as_request(index, item)
+            try:
+                definition = self.registry.get(request.name)
+                new = self._new_task(definition, request)
+                if definition.file_params:
+                    await self._check_files(definition, new.params)
+            except (UnknownTaskType, InvalidParams, InvalidRequest) as exc:
+                raise InvalidBatchItem(index, exc) from None
+            news.append(new)
+        tasks = [task for task, _ in await self.runner.insert_many(news)]
+        await self.waits.explain(tasks)
+        return tasks
 
     def _new_task(self, definition: TaskDefinition, request: TaskRequest) -> NewTask:
         """The task to store, its params and options validated (InvalidParams, InvalidRequest)."""
@@ -218,3 +239,10 @@ class TaskService:
             "paused": definition.name in paused,
             "running": running.get(definition.name, 0),
         }
+
+
+def _as_request(index: int, item: dict[str, Any]) -> TaskRequest:
+    try:
+        return TaskRequest(**item)
+    except TypeError as exc:
+        raise InvalidBatchItem(index, InvalidRequest(str(exc))) from None

@@ -104,6 +104,7 @@ class Statements:
         self.insert = p(insert + values)
         self.insert_unique = p(insert + values + key_taken)
         self.by_unique_key = p(f"SELECT {COLUMNS}, request_hash FROM tasks WHERE unique_key = ?")
+        # (`by_unique_keys` is built per batch size: SELECT ..., unique_key ... IN (...).)
         # A schedule's tick: once per tick, never while an earlier run is active or it is paused.
         typed = (
             "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), "

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks_service.models import StoreUnavailable
+from tasks_service.models import KeyTaken, StoreUnavailable
 
 log = logging.getLogger("tasks.store")
 
@@ -64,12 +64,15 @@ class GroupCommitter:
         diagnose: Diagnose,
         progress_sql: str,
         name: str,
+        key_taken: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         """`errors`: what `run_batch` raises for a database problem (anything else is a bug);
-        `progress_sql`: UPDATE taking (percent, message, task id)."""
+        `progress_sql`: UPDATE taking (percent, message, task id); `key_taken`: whether an
+        error is a unique key already held (told to the writer as KeyTaken)."""
         self._run_batch = run_batch
         self._errors = errors
         self._diagnose = diagnose
+        self._key_taken = key_taken
         self._progress_sql = progress_sql
         self._name = name
         self._queue: list[Write] = []
@@ -178,6 +181,8 @@ class GroupCommitter:
         except self._errors as exc:
             error = self._diagnose(exc)
             alone = len(batch) == 1 and not batch[0].splittable
+            if error is None and alone and self._key_taken(exc):
+                error = KeyTaken(str(exc))
             if error is not None or alone:
                 failure = error or StoreUnavailable(f"the task database cannot be used: {exc}")
                 for write in batch:

@@ -33,7 +33,7 @@ import asyncpg
 
 from store import Store, StoreOpenError
 from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
-from tasks_service.models import StoreUnavailable, TaskEvent
+from tasks_service.models import Rows, StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
@@ -336,6 +336,7 @@ class PostgresStore(GroupCommitted, Store):
             self._run_batch,
             errors=_DATABASE_ERRORS,
             diagnose=_diagnose,
+            key_taken=lambda exc: isinstance(exc, asyncpg.UniqueViolationError),
             progress_sql=self.sql.progress,
             name="pg-store-group-commit",
         )
@@ -462,7 +463,14 @@ class PostgresStore(GroupCommitted, Store):
     @staticmethod
     async def _run_write(conn: asyncpg.Connection, write: Write) -> Any:
         if write.steps is not None:
-            return [await conn.fetch(sql, *params) for sql, params in write.steps]
+            results = []
+            for sql, params in write.steps:
+                if isinstance(params, Rows):
+                    await conn.executemany(sql, params)
+                    results.append([])
+                else:
+                    results.append(await conn.fetch(sql, *params))
+            return results
         if write.returning:
             return await conn.fetch(write.sql, *write.params[0])
         if len(write.params) == 1:

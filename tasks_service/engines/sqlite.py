@@ -28,7 +28,7 @@ import aiosqlite
 from store import Store, StoreOpenError
 from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
 from tasks_service.engines.sqlite_writer import SqliteWriter
-from tasks_service.models import StoreUnavailable, TaskEvent
+from tasks_service.models import Rows, StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
@@ -236,6 +236,7 @@ class SqliteStore(GroupCommitted, Store):
             self._run_batch,
             errors=(sqlite3.OperationalError, sqlite3.DatabaseError),
             diagnose=lambda exc: None,
+            key_taken=lambda exc: isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc),
             progress_sql=self.sql.progress,
             name="store-group-commit",
         )
@@ -382,7 +383,14 @@ class SqliteStore(GroupCommitted, Store):
 
 def _run_write(conn: sqlite3.Connection, write: Write) -> Any:
     if write.steps is not None:
-        return [conn.execute(sql, params).fetchall() for sql, params in write.steps]
+        results = []
+        for sql, params in write.steps:
+            if isinstance(params, Rows):
+                conn.executemany(sql, params)
+                results.append([])
+            else:
+                results.append(conn.execute(sql, params).fetchall())
+        return results
     if write.returning:
         return conn.execute(write.sql, write.params[0]).fetchall()
     if len(write.params) == 1:

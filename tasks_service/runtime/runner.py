@@ -155,6 +155,16 @@ class Runner:
         """
         return self._insert(new, self.store.create)
 
+    async def insert_many(self, news: list[NewTask]) -> list[tuple[Task, bool]]:
+        """Store many new tasks in one transaction (all or none); they start as claimed."""
+        for new in news:
+            new.lane = self.lanes.lane(new.name, new.params)
+        stored = await self.store.create_many(news)
+        for task, created in stored:
+            if created:
+                self._note_pending(task.run_at)
+        return stored
+
     async def insert_tick(self, new: NewTask) -> Task | None:
         """Store a schedule's run for one tick, unless that tick or an earlier run is live."""
         task, _ = await self._insert(new, self.store.create_tick)

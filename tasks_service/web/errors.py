@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from tasks_service.models import (
     IdempotencyConflict,
+    InvalidBatchItem,
     InvalidParams,
     InvalidRequest,
     InvalidTransition,
@@ -64,8 +65,25 @@ def install_error_handlers(app: FastAPI) -> None:
             for error in exc.errors:
                 error["loc"] = ["body", "params", *error["loc"]]
             return JSONResponse({"detail": exc.errors}, status_code=422)
+        if isinstance(exc, InvalidBatchItem):
+            return JSONResponse({"detail": _batch_item_errors(exc)}, status_code=422)
         status_code = _STATUS_OF_ERROR.get(type(exc), 500)
         headers = {"Retry-After": "1"} if status_code == 503 else None
         return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)
 
     app.add_exception_handler(TaskError, domain_error)
+
+
+def _batch_item_errors(exc: InvalidBatchItem) -> list[dict[str, Any]]:
+    """The bad item's errors, each placed at its index: ["body", "tasks", 3, ...]."""
+    at = ["body", "tasks", exc.index]
+    inner = exc.error
+    if isinstance(inner, InvalidParams):
+        return [{**error, "loc": [*at, "params", *error["loc"]]} for error in inner.errors]
+    kind, field = (
+        ("unknown_task_type", "name")
+        if isinstance(inner, UnknownTaskType)
+        else ("invalid_request", None)
+    )
+    loc = [*at, field] if field else at
+    return [{"type": kind, "loc": loc, "msg": str(inner), "input": None}]

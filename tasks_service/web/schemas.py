@@ -60,6 +60,25 @@ class TaskCreate(BaseModel):
         )
 
 
+class TaskBatchItem(TaskCreate):
+    """One task of POST /tasks/batch: a POST /tasks body, with its own idempotency key."""
+
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="as the Idempotency-Key header of POST /tasks (the same keys)",
+    )
+
+
+class TaskBatch(BaseModel):
+    """The body of POST /tasks/batch: all of them are stored, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[TaskBatchItem] = Field(min_length=1, max_length=1000)
+
+
 class TaskOut(BaseModel):
     """A task, as every endpoint that returns one shows it."""
 
@@ -84,6 +103,10 @@ class TaskOut(BaseModel):
     waiting_for: WaitingFor | None = Field(
         description="for a pending task, why it has not started; null otherwise"
     )
+
+
+class TaskBatchOut(BaseModel):
+    items: list[TaskOut]
 
 
 class TaskPage(BaseModel):

@@ -16,7 +16,15 @@ from tasks_service.service import TaskService
 from tasks_service.web.bodies import read_json, task_response, validation_error
 from tasks_service.web.deps import ServiceDep
 from tasks_service.web.errors import errors
-from tasks_service.web.schemas import TaskCreate, TaskOut, TaskPage, TaskType, component
+from tasks_service.web.schemas import (
+    TaskBatch,
+    TaskBatchOut,
+    TaskCreate,
+    TaskOut,
+    TaskPage,
+    TaskType,
+    component,
+)
 
 router = APIRouter(tags=["tasks"])
 
@@ -72,16 +80,55 @@ async def create_task(request: Request) -> Response:
         body = TaskCreate.model_validate(raw)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    request_hash = None
-    if idempotency_key is not None:
-        canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"))
-        request_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    request_hash = None if idempotency_key is None else hash_of(raw)
     created = await service.create(
         body.as_request(idempotency_key=idempotency_key, request_hash=request_hash)
     )
     task = created.task
     status_code = 202 if created.created else 200
     return task_response(task, status_code, Location=f"/tasks/{task.id}")
+
+
+@router.post(
+    "/tasks/batch",
+    status_code=202,
+    response_model=TaskBatchOut,
+    responses=errors(401, 409, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": component(TaskBatch)}},
+        }
+    },
+)
+async def create_tasks(request: Request) -> Response:
+    """Start 1 to 1000 tasks in one transaction: all of them are stored, or none.
+
+    An invalid item is a 422 whose detail names its index (`["body", "tasks", 3, ...]`); an
+    item's `idempotency_key` used before with the same body gets that task back, with
+    another body the whole batch is a 409.
+    """
+    service: TaskService = request.app.state.service
+    raw = await read_json(request)
+    try:
+        body = TaskBatch.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    requests = []
+    for item, raw_item in zip(body.tasks, raw["tasks"], strict=True):
+        key = item.idempotency_key
+        request_hash = None
+        if key is not None:  # the same hash as a POST /tasks of this body with the key
+            request_hash = hash_of({k: v for k, v in raw_item.items() if k != "idempotency_key"})
+        requests.append(item.as_request(idempotency_key=key, request_hash=request_hash))
+    tasks = await service.enqueue_many(requests)
+    return JSONResponse({"items": [task.to_json() for task in tasks]}, status_code=202)
+
+
+def hash_of(body: Any) -> str:
+    """What a request asked for, to tell a reused idempotency key from a repeat."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @router.get("/tasks", response_model=TaskPage, responses=errors(401, 422))
