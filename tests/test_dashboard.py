@@ -468,6 +468,15 @@ def test_start_form_follows_the_schemas_and_shows_refusals(
     assert task["params"] == {"text": "hi", "extra": {"k": [1, 2]}}
     assert task["priority"] == 7
     assert task["run_at"] > task["created_at"]
+
+    # Copies: one batch, each copy a row; a refusal still lands on its field.
+    page.fill("#param-extra", "[3]")
+    page.fill("#start-copies", "5")
+    page.click("#start-submit")
+    expect(page.locator("#param-extra")).to_have_attribute("aria-invalid", "true")
+    page.fill("#param-extra", "{}")
+    page.click("#start-submit")
+    expect(dash.rows()).to_have_count(6)
     dash.assert_clean()
 
 

@@ -67,7 +67,9 @@ function showStartError(error) {
     box.append(h("p", { text: "The service refused this task:" }));
     const list = h("ul");
     for (const item of detail) {
-      const loc = Array.isArray(item.loc) ? item.loc : [];
+      const given = Array.isArray(item.loc) ? item.loc : [];
+      // A batch's refusal names the item (["body", "tasks", 3, ...]): every copy is the same.
+      const loc = given[1] === "tasks" ? [given[0], ...given.slice(3)] : given;
       if (loc[0] === "body" && loc[1] === "params" && loc.length > 2) fieldError(String(loc[2]), item.msg);
       if (loc[0] === "body" && (loc[1] === "priority" || loc[1] === "delay")) {
         document.getElementById(`start-${loc[1]}`)?.setAttribute("aria-invalid", "true");
@@ -101,12 +103,20 @@ export function setupStartForm() {
     const delay = $("#start-delay").value.trim();
     if (priority) body.priority = Number(priority);
     if (delay) body.delay = Number(delay);
+    const copies = Number($("#start-copies").value.trim() || 1);
     const button = $("#start-submit");
     button.disabled = true;
     try {
-      const task = await api("POST", "/tasks", body);
-      receiveTask(task);
-      toast(`Started ${task.name} ${shortId(task.id)}`, "success");
+      if (copies > 1) {
+        // Many at once: one request, all stored or none (POST /tasks/batch).
+        const answer = await api("POST", "/tasks/batch", { tasks: Array(copies).fill(body) });
+        for (const task of answer.items) receiveTask(task);
+        toast(`Started ${answer.items.length} ${name} tasks`, "success");
+      } else {
+        const task = await api("POST", "/tasks", body);
+        receiveTask(task);
+        toast(`Started ${task.name} ${shortId(task.id)}`, "success");
+      }
     } catch (error) {
       showStartError(error);
     } finally {
