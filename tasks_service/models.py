@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import random
@@ -228,6 +227,8 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 def dump_json(value: Any) -> str:
     """Compact JSON; NaN and infinities are refused, as JSON has no such numbers."""
+    if value == {} and type(value) is dict:  # the params of many tasks
+        return "{}"
     return _ENCODER.encode(value)
 
 
@@ -239,9 +240,10 @@ def iso(timestamp: float | None) -> str | None:
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# RFC 4648 base32 does the bit work in C; its alphabet does not sort like the numbers it
-# encodes, so each of its letters is swapped for the Crockford one of the same value.
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+# Two letters for each 10 bits: 13 lookups make an id (base64.b32encode is plain Python in
+# 3.11, and three times slower).
+_PAIRS = [first + second for first in _CROCKFORD for second in _CROCKFORD]
+_SHIFTS = tuple(range(120, -1, -10))
 _id_lock = threading.Lock()
 _last_micros = 0
 _ID_LENGTH = 26
@@ -258,9 +260,7 @@ def new_id() -> tuple[str, float]:
         micros = max(time.time_ns() // 1000, _last_micros + 1)
         _last_micros = micros
     value = (micros << 78) | random.getrandbits(78)
-    # 130 bits, moved to the top of 17 bytes: the first 26 base32 letters are exactly them.
-    encoded = base64.b32encode((value << 6).to_bytes(17, "big"))[:_ID_LENGTH]
-    return encoded.translate(_TO_CROCKFORD).decode(), micros / 1_000_000
+    return "".join([_PAIRS[(value >> shift) & 0x3FF] for shift in _SHIFTS]), micros / 1_000_000
 
 
 def is_id(text: str) -> bool:

@@ -33,7 +33,7 @@ async def test_a_batch_is_stored_and_run_in_order(app: App) -> None:
     items = response.json()["items"]
     assert [t["name"] for t in items] == ["echo", "echo", "noop"]
     assert items[1]["priority"] == 3
-    assert set(items[0]) == set((await app.task(items[0]["id"])))  # task JSON, every field
+    assert set(items[0]) == set(await app.task(items[0]["id"]))  # task JSON, every field
     done = [await app.wait_for(t["id"]) for t in items]
     assert [t["result"] for t in done[:2]] == [
         {"text": "a", "extra": None},
