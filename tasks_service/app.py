@@ -24,10 +24,12 @@ from tasks_service.runtime.runner import Runner
 from tasks_service.service import TaskService
 from tasks_service.web.auth import BearerTokenAuth
 from tasks_service.web.errors import install_error_handlers
+from tasks_service.web.fast_path import FastPath
 from tasks_service.web.headers import SecurityHeaders
 from tasks_service.web.openapi import install_openapi, operation_id
 from tasks_service.web.request_limits import RequestLimits
 from tasks_service.web.routes import include_routes
+from tasks_service.web.routes.tasks import create_task
 from tasks_service.web.uploads import MULTIPART_OVERHEAD
 
 log = logging.getLogger("tasks")
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def body_limit(path: str) -> int:
         return upload_limit if path == "/files" else settings.max_body
 
+    # Innermost: the token check and the limits still come first.
+    app.add_middleware(FastPath, method="POST", path="/tasks", endpoint=create_task)
     if settings.api_token is not None:
         app.add_middleware(
             BearerTokenAuth, token=settings.api_token, read_token=settings.read_token
