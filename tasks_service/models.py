@@ -8,7 +8,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -78,8 +78,8 @@ class Task:
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
             "priority": self.priority,
-            "created_at": iso(self.created_at),
-            "run_at": iso(self.run_at),
+            "created_at": (created := iso(self.created_at)),
+            "run_at": created if self.run_at == self.created_at else iso(self.run_at),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "cancel_requested": self.cancel_requested,
@@ -232,11 +232,20 @@ def dump_json(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+_second_shown: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def iso(timestamp: float | None) -> str | None:
+    """ISO 8601 UTC to the microsecond (`2026-12-01T08:30:00.123456Z`). Every task's JSON
+    has several: the date and time of the last second shown are kept and reused."""
+    global _second_shown
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    second, micros = divmod(round(timestamp * 1_000_000), 1_000_000)
+    shown = _second_shown
+    if shown[0] != second:
+        shown = _second_shown = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{shown[1]}.{micros:06d}Z"
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
