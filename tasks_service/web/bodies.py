@@ -34,7 +34,9 @@ async def read_json(request: Request) -> Any:
     except ValueError as exc:
         value, message = None, f"malformed JSON: {exc}"
     else:
-        if _deeper_than(value, MAX_JSON_DEPTH):
+        # Fewer brackets than the limit cannot nest deeper than it: no need to walk.
+        few = body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH
+        if not few and _deeper_than(value, MAX_JSON_DEPTH):
             message = f"JSON nested more than {MAX_JSON_DEPTH} levels deep"
         else:
             return value
@@ -56,7 +58,7 @@ def _deeper_than(value: Any, limit: int) -> bool:
             continue
         if depth > limit:
             return True
-        stack.extend((child, depth + 1) for child in children)
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
 
 
