@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import bench_tasks
 from bench.stats import percentile
 from tasks_service import Settings, create_app
+from tests.limits import most_in_window
 
 
 def settings(db: str, concurrency: int) -> Settings:
@@ -99,15 +100,6 @@ async def rated_load(count: int, db: str) -> list[float]:
             cursor = page.next_cursor
             if cursor is None:
                 return sorted(starts)
-
-
-def most_in_window(starts: list[float], window: float) -> int:
-    most = first = 0
-    for last, moment in enumerate(starts):
-        while moment - starts[first] >= window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def main() -> None:

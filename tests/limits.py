@@ -37,10 +37,9 @@ def most_at_once_by_key(path: Path) -> dict[str, int]:
     return {key: most_at_once(intervals) for key, intervals in by_key.items()}
 
 
-def most_starts_in_a_window(path: Path, window: float) -> int:
-    starts = sorted(start for start, _, _ in spans(path).values())
-    most = 0
-    first = 0
+def most_in_window(starts: list[float], window: float) -> int:
+    """The most of these moments in any window of `window` seconds (sorted moments)."""
+    most = first = 0
     for last, moment in enumerate(starts):
         while moment - starts[first] >= window:
             first += 1

@@ -13,7 +13,7 @@ import pytest
 
 from tests.harness import eventually
 from tests.helpers import BOTH_STORES, App, AppFactory
-from tests.limits import most_at_once, most_at_once_by_key, spans
+from tests.limits import most_at_once, most_at_once_by_key, most_in_window, spans
 
 pytestmark = [pytest.mark.anyio, BOTH_STORES]
 
@@ -65,15 +65,6 @@ async def test_a_rate_limit_allows_at_most_n_starts_in_any_window(app: App, tmp_
     starts = sorted(stamp(t["started_at"]) for t in done)
     assert most_in_window(starts, 1.0) == 5  # "5/s": never more, and reached
     assert time.monotonic() - began >= 2.0  # 12 starts at 5 per second take two windows
-
-
-def most_in_window(starts: list[float], window: float) -> int:
-    most = first = 0
-    for last, moment in enumerate(starts):
-        while moment - starts[first] >= window:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 async def test_a_limited_type_never_holds_other_types_up(app: App, tmp_path: Path) -> None:

@@ -53,6 +53,25 @@ _POOL_SIZE = 10
 # An event's position: its transaction id and sequence number in one ordered integer.
 _POSITION_SHIFT = 40
 
+
+def _record_change(create: str, also_wake_when: str = "") -> str:
+    """The trigger function that records each change of a task for event streams, and wakes
+    the other hosts (NOTIFY) when there is work or a running task is to stop, or when
+    `also_wake_when`. The payload names the sender, so it can ignore its own news; repeats
+    within one transaction are delivered once."""
+    return f"""{create} FUNCTION tasks_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
+                NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
+                NEW.started_at, NEW.finished_at, NEW.cancel_requested);
+            IF NEW.status = 'pending' OR (NEW.status = 'running' AND NEW.cancel_requested)
+                {also_wake_when} THEN
+                PERFORM pg_notify('{CHANNEL}', current_setting('application_name'));
+            END IF;
+            RETURN NULL;
+        END $$"""
+
+
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
     [
@@ -131,19 +150,7 @@ MIGRATIONS: list[list[str]] = [
             cancel_requested boolean NOT NULL,
             PRIMARY KEY (tx, seq)
         )""",
-        f"""CREATE FUNCTION tasks_record_change() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
-                NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
-                NEW.started_at, NEW.finished_at, NEW.cancel_requested);
-            -- Wake the other hosts when there is work, or a running task is to stop. The
-            -- payload names the sender, so it can ignore its own news; repeats within one
-            -- transaction are delivered once.
-            IF NEW.status = 'pending' OR (NEW.status = 'running' AND NEW.cancel_requested) THEN
-                PERFORM pg_notify('{CHANNEL}', current_setting('application_name'));
-            END IF;
-            RETURN NULL;
-        END $$""",
+        _record_change("CREATE"),
         "CREATE TRIGGER tasks_inserted AFTER INSERT ON tasks "
         "FOR EACH ROW EXECUTE FUNCTION tasks_record_change()",
         f"CREATE TRIGGER tasks_changed AFTER UPDATE OF {EVENT_COLUMNS} ON tasks "
@@ -214,40 +221,18 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TRIGGER tasks_lane_started AFTER UPDATE OF status ON tasks FOR EACH ROW "
         "WHEN (NEW.status = 'running' AND NEW.lane IS NOT NULL) "
         "EXECUTE FUNCTION tasks_lane_started()",
-        # Hosts are woken when a laned task ends too: its lane may now let the next start.
-        f"""CREATE OR REPLACE FUNCTION tasks_record_change() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
-                NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
-                NEW.started_at, NEW.finished_at, NEW.cancel_requested);
-            IF NEW.status = 'pending' OR (NEW.status = 'running' AND NEW.cancel_requested)
-                OR (NEW.lane IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled'))
-            THEN
-                PERFORM pg_notify('{CHANNEL}', current_setting('application_name'));
-            END IF;
-            RETURN NULL;
-        END $$""",
     ],
     [
-        # Workflows: a child knows its parent (ctx.run, map, start); its end wakes the
-        # parent's host.
+        # Workflows: a child knows its parent (ctx.run, map, start). The hosts are woken
+        # when a laned task or a child ends too: its lane may let the next one start, its
+        # parent may be waiting for it.
         'ALTER TABLE tasks ADD COLUMN parent_id text COLLATE "C"',
         "CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL",
-        f"""CREATE OR REPLACE FUNCTION tasks_record_change() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO task_events ({EVENT_FIELDS}) VALUES (NEW.id, NEW.status,
-                NEW.progress, NEW.message, NEW.result, NEW.error, NEW.attempts, NEW.run_at,
-                NEW.started_at, NEW.finished_at, NEW.cancel_requested);
-            IF NEW.status = 'pending' OR (NEW.status = 'running' AND NEW.cancel_requested)
-                OR ((NEW.lane IS NOT NULL OR NEW.parent_id IS NOT NULL)
-                    AND NEW.status IN ('completed', 'failed', 'cancelled'))
-            THEN
-                PERFORM pg_notify('{CHANNEL}', current_setting('application_name'));
-            END IF;
-            RETURN NULL;
-        END $$""",
+        _record_change(
+            "CREATE OR REPLACE",
+            "OR ((NEW.lane IS NOT NULL OR NEW.parent_id IS NOT NULL) "
+            "AND NEW.status IN ('completed', 'failed', 'cancelled'))",
+        ),
     ],
 ]
 

@@ -8,10 +8,11 @@ anything else is a 403). Each answer to a guarded request says which it was in
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tasks_service.web.refusals import refuse
 
 # Open without a token: the health check, and the dashboard page with its files (the API
 # calls the page makes do need the token).
@@ -20,10 +21,8 @@ OPEN_PREFIXES = ("/static/",)
 READ_METHODS = frozenset({"GET", "HEAD"})
 ACCESS_HEADER = b"x-tasks-access"
 
-_UNAUTHORIZED = json.dumps({"detail": "missing or wrong bearer token"}).encode()
-_READ_ONLY = json.dumps(
-    {"detail": "this bearer token is read-only: only GET requests are allowed with it"}
-).encode()
+_UNAUTHORIZED = "missing or wrong bearer token"
+_READ_ONLY = "this bearer token is read-only: only GET requests are allowed with it"
 
 
 def _digest(token: str | bytes) -> bytes:
@@ -51,9 +50,9 @@ class BearerTokenAuth:
             access = b"read-write" if is_admin else b"read-only"
             await self.app(scope, receive, _with_header(send, ACCESS_HEADER, access))
         elif is_reader:
-            await _refuse(send, 403, _READ_ONLY, [(ACCESS_HEADER, b"read-only")])
+            await refuse(send, 403, _READ_ONLY, ((ACCESS_HEADER, b"read-only"),))
         else:
-            await _refuse(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            await refuse(send, 401, _UNAUTHORIZED, ((b"www-authenticate", b"Bearer"),))
 
 
 def _bearer_credentials(scope: Scope) -> bytes:
@@ -73,21 +72,6 @@ def _with_header(send: Send, name: bytes, value: bytes) -> Send:
         await send(message)
 
     return sending
-
-
-async def _refuse(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def is_open(path: str) -> bool:

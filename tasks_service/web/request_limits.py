@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tasks_service.web.refusals import refuse
+
 MAX_HEADER_BYTES = 16 * 1024
-
-
-async def _refuse(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+_CLOSE = ((b"connection", b"close"),)  # the rest of such a request is not read
 
 
 class RequestLimits:
@@ -44,7 +30,9 @@ class RequestLimits:
             return
         headers = scope["headers"]
         if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
-            await _refuse(send, 431, f"request headers exceed {MAX_HEADER_BYTES} bytes in all")
+            await refuse(
+                send, 431, f"request headers exceed {MAX_HEADER_BYTES} bytes in all", _CLOSE
+            )
             return
         limit = self.body_limit(scope["path"])
         too_large = f"request body exceeds the limit of {limit} bytes"
@@ -53,10 +41,10 @@ class RequestLimits:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _refuse(send, 400, "Content-Length is not a number")
+                    await refuse(send, 400, "Content-Length is not a number", _CLOSE)
                     return
                 if declared > limit:
-                    await _refuse(send, 413, too_large)
+                    await refuse(send, 413, too_large, _CLOSE)
                     return
         received = 0
 
