@@ -27,12 +27,14 @@ class WaitExplainer:
 
     async def explain(self, tasks: Iterable[Task]) -> None:
         """Set each task's `waiting_for` (None unless it is pending)."""
-        now = time.time()
+        now = 0.0
         held: dict[str, str] = {}  # lane -> its reason, read once per lane
         for task in tasks:
             if task.status is not TaskStatus.PENDING:
                 task.waiting_for = None
-            elif task.run_at > now:
+                continue
+            now = now or time.time()
+            if task.run_at > now:
                 task.waiting_for = "retry" if task.attempts else "run_at"
             else:
                 task.waiting_for = await self._due_reason(task.name, task.lane, now, held)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Annotated, Any
@@ -86,10 +85,6 @@ async def create_task(request: Request) -> Response:
         body.as_request(idempotency_key=idempotency_key, request_hash=request_hash)
     )
     task = created.task
-    if created.created and task.status is TaskStatus.RUNNING:
-        # Started at its insert: let it take its first step before the answer is built
-        # (its row is committed already), rather than after, as BackgroundTasks would.
-        await asyncio.sleep(0)
     status_code = 202 if created.created else 200
     return task_response(task, status_code, Location=f"/tasks/{task.id}")
 
