@@ -23,17 +23,24 @@ from tasks_service.models import (
     IdempotencyConflict,
     NewTask,
     Outcome,
+    ScheduleState,
+    StoredSchedule,
     Task,
     TaskEvent,
     TaskStatus,
     WorkerInfo,
+    dump_json,
 )
 from tasks_service.sql import (
     COLUMNS,
+    DEFINITIONS_LOCK,
+    TICKS_LOCK,
     Statements,
     claim_statement,
     new_task_row,
+    schedule_from_row,
     task_from_row,
+    tick_statements,
 )
 
 
@@ -138,37 +145,110 @@ class Store(abc.ABC):
                 return task_from_row(rows[0]), False
             # The holder of the key was deleted in between: the key is free again.
 
-    async def create_tick(
-        self, new: NewTask, *, claim_for: str | None = None
-    ) -> tuple[Task | None, bool]:
-        """Insert a schedule's run for the tick in `new.unique_key`, unless another process
-        already did, an earlier run of the schedule is still pending or running, or the
-        schedule is paused. Returns (task, True) or (None, False).
+    async def create_ticks(self, ticks: Sequence[tuple[NewTask, int]]) -> list[Task]:
+        """Insert schedules' runs, each for the tick in its `unique_key`, in one transaction.
 
-        With the engine's schedule lock first: two processes firing different ticks at once
-        must not both find no active run.
+        Each comes with the revision of the schedule definition it was fired from (0: one in
+        code). A run is not inserted when another process already made that tick, while an
+        earlier run of its schedule is pending or running, while its schedule is paused, or
+        when a schedule made at runtime was deleted or changed since that revision (see
+        `tick_statements`). Returns the tasks inserted.
+
+        Under the engine's tick lock: two processes firing different ticks of a schedule at
+        once must not both find no active run.
         """
-        assert new.schedule_id is not None and new.unique_key is not None
-        task, params = new_task_row(new, claim_for)
-        steps: list[tuple[str, Sequence[Any]]] = [
-            (self.sql.insert_tick, (*params, new.schedule_id, new.schedule_id)),
-            (self.sql.record_tick, (new.schedule_id, task.run_at)),
-        ]
+        if not ticks:
+            return []
+        rows: list[Any] = []
+        records: list[Any] = []
+        made: dict[str, Task] = {}
+        for new, revision in ticks:
+            assert new.schedule_id is not None and new.unique_key is not None
+            task, params = new_task_row(new, None)
+            made[task.id] = task
+            rows.extend((*params, revision))
+            records.extend((new.schedule_id, task.run_at, new.unique_key))
+        insert, record = tick_statements(self.sql.dialect, len(ticks))
+        steps: list[tuple[str, Sequence[Any]]] = [(insert, rows), (record, records)]
         if self.sql.lock_schedule is not None:
-            steps.insert(0, (self.sql.lock_schedule, (new.schedule_id,)))
+            steps.insert(0, (self.sql.lock_schedule, (TICKS_LOCK,)))
         results = await self._write_atomically(steps)
-        inserted = results[-2]
-        return (task, True) if inserted else (None, False)
+        return [made[row[0]] for row in results[-2]]
 
     # -- schedules -------------------------------------------------------------------------
 
-    async def schedule_states(self) -> dict[str, tuple[bool, float | None]]:
-        """Each known schedule's (paused, last tick handled)."""
+    async def schedule_states(self) -> dict[str, ScheduleState]:
+        """What the database knows of each schedule's runs and pause, by id."""
         rows = await self._read(self.sql.schedule_states)
-        return {row[0]: (bool(row[1]), row[2]) for row in rows}
+        return {row[0]: _state_from_row(row) for row in rows}
+
+    async def schedule_state(self, schedule_id: str) -> ScheduleState:
+        rows = await self._read(self.sql.schedule_state, (schedule_id,))
+        return _state_from_row(rows[0]) if rows else ScheduleState()
 
     async def set_paused(self, schedule_id: str, paused: bool) -> None:
         await self._write(self.sql.set_paused, (schedule_id, paused))
+
+    async def schedules_since(self, revision: int) -> list[StoredSchedule]:
+        """Schedules made at runtime that changed after `revision` (tombstones too), in order."""
+        rows = await self._read(self.sql.schedules_since, (revision,))
+        return [schedule_from_row(row) for row in rows]
+
+    async def get_schedule(self, schedule_id: str) -> StoredSchedule | None:
+        """A live schedule made at runtime."""
+        rows = await self._read(self.sql.get_schedule, (schedule_id,))
+        return schedule_from_row(rows[0]) if rows else None
+
+    async def insert_schedule(self, schedule: StoredSchedule) -> int | None:
+        """Store a new schedule; its revision, or None if a live one has its id."""
+        now = time.time()
+        return await self._change_schedule(
+            self.sql.insert_schedule,
+            (
+                schedule.id,
+                schedule.task,
+                dump_json(schedule.params),
+                schedule.every,
+                schedule.cron,
+                schedule.tz,
+                schedule.paused,
+                now,
+                now,  # its last tick handled: a tick missed while down is caught up at start
+            ),
+        )
+
+    async def update_schedule(
+        self, schedule: StoredSchedule, paused: bool | None, *, read_at_revision: int
+    ) -> int | None:
+        """Change a schedule's definition (and its pause, unless None); its new revision, or
+        None if it changed since `read_at_revision` or is gone."""
+        return await self._change_schedule(
+            self.sql.update_schedule,
+            (
+                dump_json(schedule.params),
+                schedule.every,
+                schedule.cron,
+                schedule.tz,
+                paused,
+                time.time(),
+                schedule.id,
+                read_at_revision,
+            ),
+        )
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule made at runtime; False if there is none with that id."""
+        revision = await self._change_schedule(self.sql.delete_schedule, (time.time(), schedule_id))
+        return revision is not None
+
+    async def _change_schedule(self, sql: str, params: Sequence[Any]) -> int | None:
+        """One change of a definition, under the engine's definitions lock: revisions are
+        then handed out in commit order."""
+        steps: list[tuple[str, Sequence[Any]]] = [(sql, params)]
+        if self.sql.lock_schedule is not None:
+            steps.insert(0, (self.sql.lock_schedule, (DEFINITIONS_LOCK,)))
+        rows = (await self._write_atomically(steps))[-1]
+        return int(rows[0][0]) if rows else None
 
     # -- reading tasks ---------------------------------------------------------------------
 
@@ -177,24 +257,41 @@ class Store(abc.ABC):
         return task_from_row(rows[0]) if rows else None
 
     async def list(
-        self, *, statuses: Sequence[str], name: str | None, before_id: str | None, limit: int
+        self,
+        *,
+        statuses: Sequence[str],
+        name: str | None,
+        before_id: str | None,
+        limit: int,
+        schedule_id: str | None = None,
     ) -> list[Task]:
         """Newest first; `before_id` continues a previous page.
 
         Several statuses are read one indexed range each and merged: the database would
         otherwise sort every task with those statuses to find the newest few.
         """
+        where = (name, schedule_id, before_id, limit)
         if len(statuses) > 1:
-            pages = [await self._list_one(s, name, before_id, limit) for s in statuses]
+            pages = [await self._list_one(s, *where) for s in statuses]
             return newest_first(pages, limit)
-        return await self._list_one(statuses[0] if statuses else None, name, before_id, limit)
+        return await self._list_one(statuses[0] if statuses else None, *where)
 
     async def _list_one(
-        self, status: str | None, name: str | None, before_id: str | None, limit: int
+        self,
+        status: str | None,
+        name: str | None,
+        schedule_id: str | None,
+        before_id: str | None,
+        limit: int,
     ) -> list[Task]:
         where: list[str] = []
         params: list[Any] = []
-        for condition, value in (("status = ?", status), ("name = ?", name), ("id < ?", before_id)):
+        for condition, value in (
+            ("status = ?", status),
+            ("name = ?", name),
+            ("schedule_id = ?", schedule_id),
+            ("id < ?", before_id),
+        ):
             if value is not None:
                 where.append(condition)
                 params.append(value)
@@ -377,6 +474,10 @@ class Store(abc.ABC):
             deleted += len(rows)
             if len(rows) < chunk:
                 return deleted
+
+
+def _state_from_row(row: Sequence[Any]) -> ScheduleState:
+    return ScheduleState(bool(row[1]), row[2], row[3], row[4])
 
 
 def newest_first(pages: Sequence[Sequence[Task]], limit: int) -> list[Task]:

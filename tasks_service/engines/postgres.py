@@ -165,6 +165,25 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_lane_due ON tasks (lane, priority DESC, run_at, id) "
         "WHERE status = 'pending' AND lane IS NOT NULL",
     ],
+    [
+        # Schedules made at runtime live beside the state of those in code (source NULL).
+        # `revision` numbers every change of one in commit order: each process reads what
+        # changed since it last looked. A deleted one stays as a tombstone (`deleted`).
+        "ALTER TABLE schedules ADD COLUMN source text",
+        "ALTER TABLE schedules ADD COLUMN task text",
+        "ALTER TABLE schedules ADD COLUMN params text",
+        "ALTER TABLE schedules ADD COLUMN every_seconds double precision",
+        "ALTER TABLE schedules ADD COLUMN cron text",
+        "ALTER TABLE schedules ADD COLUMN tz text",
+        "ALTER TABLE schedules ADD COLUMN deleted boolean NOT NULL DEFAULT false",
+        "ALTER TABLE schedules ADD COLUMN revision bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE schedules ADD COLUMN changed_at double precision",
+        "ALTER TABLE schedules ADD COLUMN last_run_at double precision",
+        "ALTER TABLE schedules ADD COLUMN last_task_id text",
+        "CREATE INDEX schedules_by_revision ON schedules (revision)",
+        # A schedule's recent runs (GET /tasks?schedule_id=).
+        "CREATE INDEX tasks_by_schedule ON tasks (schedule_id, id) WHERE schedule_id IS NOT NULL",
+    ],
 ]
 
 # SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
