@@ -346,17 +346,18 @@ def tick_statements(dialect: Dialect, rows: int) -> tuple[str, str]:
     or changed since that revision, so a process that has yet to hear of a change never
     fires the old definition. Record parameters per row: schedule id, tick, unique key.
     """
+    # The active runs are found in their own small index, not among every run of the schedule.
     values = ", ".join([_typed_row(f"{_INSERTED_TYPES}, INTEGER")] * rows)
     inserted = ", ".join(f"v.{column.strip()}" for column in _INSERTED.split(","))
     insert = (
         f"WITH v ({_INSERTED}, revision) AS (VALUES {values}) "
         f"INSERT INTO tasks ({_INSERTED}) SELECT {inserted} FROM v "
-        "WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.schedule_id = v.schedule_id "
+        "LEFT JOIN schedules s ON s.id = v.schedule_id "
+        f"WHERE NOT EXISTS (SELECT 1 FROM tasks t {dialect.indexed_by('tasks_active_by_schedule')} "
+        "WHERE t.schedule_id = v.schedule_id "
         "AND t.status IN ('pending', 'running') AND t.schedule_id IS NOT NULL) "
-        "AND ((v.revision = 0 AND NOT EXISTS (SELECT 1 FROM schedules s "
-        "  WHERE s.id = v.schedule_id AND s.paused)) "
-        "OR (v.revision > 0 AND EXISTS (SELECT 1 FROM schedules s WHERE s.id = v.schedule_id "
-        "  AND s.revision = v.revision AND NOT s.paused AND NOT s.deleted))) "
+        "AND ((v.revision = 0 AND (s.id IS NULL OR NOT s.paused)) "
+        "OR (v.revision > 0 AND s.revision = v.revision AND NOT s.paused AND NOT s.deleted)) "
         "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
     )
     ticks = ", ".join([_typed_row("TEXT, DOUBLE PRECISION, TEXT")] * rows)
