@@ -331,7 +331,7 @@ class Scheduler:
             params=definition.validate(stored.params),
             source="api",
             revision=stored.revision,
-            since=stored.changed_at,
+            since=stored.trigger_set_at,
         )
 
     # -- what the API shows and changes ----------------------------------------------------

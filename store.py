@@ -221,7 +221,8 @@ class Store(abc.ABC):
         self, schedule: StoredSchedule, paused: bool | None, *, read_at_revision: int
     ) -> int | None:
         """Change a schedule's definition (and its pause, unless None); its new revision, or
-        None if it changed since `read_at_revision` or is gone."""
+        None if it changed since `read_at_revision` or is gone. Its `trigger_set_at` is the
+        caller's: now if the trigger changed, else as it was."""
         return await self._change_schedule(
             self.sql.update_schedule,
             (
@@ -230,7 +231,7 @@ class Store(abc.ABC):
                 schedule.cron,
                 schedule.tz,
                 paused,
-                time.time(),
+                schedule.trigger_set_at,
                 schedule.id,
                 read_at_revision,
             ),

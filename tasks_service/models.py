@@ -139,7 +139,7 @@ class StoredSchedule:
     paused: bool
     deleted: bool
     revision: int
-    changed_at: float
+    trigger_set_at: float  # made, or its trigger changed, then: earlier ticks are not its own
 
 
 @dataclass(frozen=True, slots=True)

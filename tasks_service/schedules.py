@@ -10,6 +10,7 @@ in code change with the code: here they can only be paused, resumed and run.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -72,7 +73,7 @@ class RuntimeSchedules:
             paused=bool(paused),
             deleted=False,
             revision=0,
-            changed_at=0.0,
+            trigger_set_at=0.0,
         )
         stored = await self._checked(stored, definition, {} if params is None else params)
         if schedule_id in self.scheduler.code_specs:
@@ -103,6 +104,8 @@ class RuntimeSchedules:
             definition = self.registry.get(old.task or "")
             new = _merged(old, every, cron, tz)
             new = await self._checked(new, definition, old.params if params is None else params)
+            if (new.every, new.cron, new.tz) != (old.every, old.cron, old.tz):
+                new = replace(new, trigger_set_at=time.time())  # earlier ticks were the old's
             changed = await self.store.update_schedule(
                 new, None if paused is None else bool(paused), read_at_revision=old.revision
             )

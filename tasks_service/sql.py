@@ -46,7 +46,7 @@ EVENT_COLUMNS = EVENT_FIELDS.removeprefix("task_id, ")
 
 # The columns of a schedule made at runtime (models.StoredSchedule).
 SCHEDULE_COLUMNS = (
-    "id, task, params, every_seconds, cron, tz, paused, deleted, revision, changed_at"
+    "id, task, params, every_seconds, cron, tz, paused, deleted, revision, trigger_set_at"
 )
 # Keys of the engine's schedule lock: one for firing ticks, one for changing definitions.
 TICKS_LOCK = "schedules/ticks"
@@ -134,24 +134,24 @@ class Statements:
         # was in code once (whether one still is, the caller checked): never a live one.
         self.insert_schedule = p(
             "INSERT INTO schedules (id, source, task, params, every_seconds, cron, tz, paused, "
-            "deleted, revision, changed_at, last_fire_at, last_run_at, last_task_id) "
+            "deleted, revision, trigger_set_at, last_fire_at, last_run_at, last_task_id) "
             f"VALUES (?, 'api', ?, ?, ?, ?, ?, ?, FALSE, {next_revision}, ?, ?, NULL, NULL) "
             "ON CONFLICT (id) DO UPDATE SET source = excluded.source, task = excluded.task, "
             "params = excluded.params, every_seconds = excluded.every_seconds, "
             "cron = excluded.cron, tz = excluded.tz, paused = excluded.paused, deleted = FALSE, "
-            "revision = excluded.revision, changed_at = excluded.changed_at, "
+            "revision = excluded.revision, trigger_set_at = excluded.trigger_set_at, "
             "last_fire_at = excluded.last_fire_at, last_run_at = NULL, last_task_id = NULL "
             "WHERE schedules.deleted OR schedules.source IS NULL RETURNING revision"
         )
         # Only from the revision the caller read: a change made in between is not overwritten.
         self.update_schedule = p(
             "UPDATE schedules SET params = ?, every_seconds = ?, cron = ?, tz = ?, "
-            f"paused = coalesce(?, paused), revision = {next_revision}, changed_at = ? "
+            f"paused = coalesce(?, paused), revision = {next_revision}, trigger_set_at = ? "
             "WHERE id = ? AND source = 'api' AND NOT deleted AND revision = ? RETURNING revision"
         )
         self.delete_schedule = p(
             f"UPDATE schedules SET deleted = TRUE, task = NULL, params = NULL, "
-            f"revision = {next_revision}, changed_at = ? "
+            f"revision = {next_revision}, trigger_set_at = ? "
             "WHERE id = ? AND source = 'api' AND NOT deleted RETURNING revision"
         )
         self.get = p(f"SELECT {COLUMNS} FROM tasks WHERE id = ?")
@@ -461,7 +461,7 @@ def schedule_from_row(row: Sequence[Any]) -> StoredSchedule:
         paused=bool(row[6]),
         deleted=bool(row[7]),
         revision=int(row[8]),
-        changed_at=row[9] or 0.0,
+        trigger_set_at=row[9] or 0.0,
     )
 
 

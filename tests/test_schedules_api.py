@@ -9,17 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 import pytest
 
 from tasks_service import create_app
 from tasks_service.config import Settings
+from tasks_service.engines import is_postgres_url
 from tasks_service.models import (
     InvalidParams,
     InvalidSchedule,
@@ -197,6 +201,62 @@ async def test_a_changed_trigger_stops_the_old_ticks(app: App) -> None:
     count = len(await runs(app, "slowed"))
     await asyncio.sleep(2.2)
     assert len(await runs(app, "slowed")) == count
+
+
+async def test_only_a_change_of_trigger_moves_where_its_ticks_begin(app: App) -> None:
+    """Ticks before a schedule's trigger was set are not its own (a late fire, a catch-up);
+    a change of params alone keeps them."""
+    store = app.service.store
+    await create(app, id="moving", task="echo", params={"text": "a"}, every=60)
+    made = await store.get_schedule("moving")
+    assert made is not None
+    await app.client.patch("/schedules/moving", json={"params": {"text": "b"}, "paused": True})
+    same = await store.get_schedule("moving")
+    assert same is not None and same.trigger_set_at == made.trigger_set_at
+    assert same.revision > made.revision
+    await app.client.patch("/schedules/moving", json={"every": 30})
+    moved = await store.get_schedule("moving")
+    assert moved is not None and moved.trigger_set_at > made.trigger_set_at
+
+
+async def test_a_tick_missed_while_down_is_caught_up_once(
+    make_app: AppFactory, settings: Settings
+) -> None:
+    first = await make_app()
+    await create(first, id="hourly", task="noop", every=3600)
+    hours_ago = time.time() - 5 * 3600
+    await execute(
+        settings.db,
+        "UPDATE schedules SET last_fire_at = ?, trigger_set_at = ? WHERE id = 'hourly'",
+        hours_ago,
+        hours_ago,
+    )
+    restarted = await make_app()
+    [run] = await runs(restarted, "hourly")
+    tick = datetime.fromisoformat(run["run_at"])
+    assert tick.minute == 0 and tick.second == 0 and time.time() - tick.timestamp() < 3600
+    again = await make_app()  # the tick is handled: no second catch-up
+    assert len(await runs(again, "hourly")) == 1
+
+
+async def execute(db: str, sql: str, *params: Any) -> None:
+    """A statement straight on the database (SQLite in a thread: the apps' writers run on
+    this event loop and must not be blocked)."""
+    if is_postgres_url(db):
+        conn = await asyncpg.connect(db)
+        numbered = sql.replace("?", "$1", 1).replace("?", "$2", 1)
+        await conn.execute(numbered, *params)
+        await conn.close()
+        return
+
+    def run() -> None:
+        conn = sqlite3.connect(db, isolation_level=None, timeout=15)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(sql, params)
+        conn.execute("COMMIT")
+        conn.close()
+
+    await asyncio.to_thread(run)
 
 
 async def test_schedules_in_code_cannot_be_changed_or_deleted(make_app: AppFactory) -> None:

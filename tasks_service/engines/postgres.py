@@ -177,7 +177,7 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE schedules ADD COLUMN tz text",
         "ALTER TABLE schedules ADD COLUMN deleted boolean NOT NULL DEFAULT false",
         "ALTER TABLE schedules ADD COLUMN revision bigint NOT NULL DEFAULT 0",
-        "ALTER TABLE schedules ADD COLUMN changed_at double precision",
+        "ALTER TABLE schedules ADD COLUMN trigger_set_at double precision",
         "ALTER TABLE schedules ADD COLUMN last_run_at double precision",
         "ALTER TABLE schedules ADD COLUMN last_task_id text",
         "CREATE INDEX schedules_by_revision ON schedules (revision)",

@@ -160,7 +160,7 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE schedules ADD COLUMN tz TEXT",
         "ALTER TABLE schedules ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE schedules ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE schedules ADD COLUMN changed_at REAL",
+        "ALTER TABLE schedules ADD COLUMN trigger_set_at REAL",
         "ALTER TABLE schedules ADD COLUMN last_run_at REAL",
         "ALTER TABLE schedules ADD COLUMN last_task_id TEXT",
         "CREATE INDEX schedules_by_revision ON schedules (revision)",
