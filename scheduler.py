@@ -22,6 +22,7 @@ task of that tick and the others insert nothing. Pause state lives in the databa
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -56,8 +57,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MISFIRE_GRACE = 60
 # How often each process looks for schedules made, changed or deleted by any process.
 SYNC_EVERY = 0.5
-# Runs inserted per statement when many schedules share a tick.
+# Runs inserted per statement when many schedules share a tick, and statements in flight.
 TICK_CHUNK = 200
+TICK_CHUNKS_IN_FLIGHT = 4
+# How long a stop waits for a tick being inserted.
+_STOP_WAIT = 5.0
 # At most this many runs of one ring are logged one by one; more get one line in all.
 _LOGGED_ONE_BY_ONE = 5
 
@@ -138,6 +142,8 @@ class Scheduler:
         self._sync_lock = asyncio.Lock()
         self._syncer: asyncio.Task[None] | None = None
         self._clashes: set[str] = set()  # runtime ids that clash with code ones, told once
+        self._rings: set[asyncio.Task[Any]] = set()  # ticks being inserted now
+        self._stopping = False
         for spec in specs.values():
             self._put(spec)
 
@@ -159,6 +165,10 @@ class Scheduler:
         )
 
     async def stop(self) -> None:
+        """No new tick fires; one being inserted ends after its current chunks."""
+        self._stopping = True
+        if self._rings:
+            await asyncio.wait(set(self._rings), timeout=_STOP_WAIT)
         if self._syncer is not None:
             self._syncer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -217,11 +227,18 @@ class Scheduler:
     async def _ring(self, schedule: Schedule) -> None:
         """A trigger's job: every schedule on it fires for the tick that has just come."""
         group = self._groups.get(schedule)
-        if group is None:
+        if group is None or self._stopping:
             return
         tick = latest_tick(schedule, group.trigger, datetime.now(UTC))
-        if tick is not None:
+        if tick is None:
+            return
+        ring = asyncio.current_task()
+        assert ring is not None
+        self._rings.add(ring)
+        try:
             await self._fire(sorted(group.ids), tick)
+        finally:
+            self._rings.discard(ring)
 
     async def _catch_up(self) -> None:
         states = await self.runner.store.schedule_states()
@@ -236,24 +253,41 @@ class Scheduler:
                 if last is not None and tick.timestamp() > last:
                     missed.append(schedule_id)
             if missed:
-                shown = ", ".join(missed[:_LOGGED_ONE_BY_ONE])
-                more = f" and {len(missed) - _LOGGED_ONE_BY_ONE} more" * (
-                    len(missed) > _LOGGED_ONE_BY_ONE
-                )
                 log.info(
-                    "schedules %s%s missed their tick at %s: one catch-up run", shown, more, tick
+                    "%s missed the tick at %s: one catch-up run",
+                    _named(missed),
+                    tick.isoformat(),
                 )
                 await self._fire(missed, tick)
 
     async def _fire(self, schedule_ids: Sequence[str], tick: datetime) -> list[Task]:
-        """Runs of these schedules for `tick`, TICK_CHUNK rows per transaction."""
+        """Runs of these schedules for `tick`, TICK_CHUNK rows per statement.
+
+        A few chunks are in flight at once, so the group committer puts several in one
+        transaction: a tick of 10,000 schedules costs a dozen commits, not fifty, and writes
+        of the runs it starts meanwhile wait behind fewer of them.
+        """
         fired: list[Task] = []
-        for start in range(0, len(schedule_ids), TICK_CHUNK):
-            ticks = self._ticks(schedule_ids[start : start + TICK_CHUNK], tick)
+        in_flight: collections.deque[asyncio.Task[list[Task]]] = collections.deque()
+
+        async def settle_one() -> None:
+            chunk = in_flight.popleft()
             try:
-                fired.extend(await self.runner.insert_ticks(ticks))
+                fired.extend(await chunk)
             except StoreUnavailable as exc:
-                log.warning("%d schedules could not fire for %s: %s", len(ticks), tick, exc)
+                log.warning("schedules could not fire for %s: %s", tick.isoformat(), exc)
+
+        for start in range(0, len(schedule_ids), TICK_CHUNK):
+            if self._stopping:
+                break
+            ticks = self._ticks(schedule_ids[start : start + TICK_CHUNK], tick)
+            in_flight.append(asyncio.create_task(self.runner.insert_ticks(ticks)))
+            if len(in_flight) >= TICK_CHUNKS_IN_FLIGHT:
+                await settle_one()
+            else:
+                await asyncio.sleep(0)  # what else is ready runs between two chunks
+        while in_flight:
+            await settle_one()
         if len(fired) <= _LOGGED_ONE_BY_ONE:
             for task in fired:
                 log.info(
@@ -336,14 +370,22 @@ class Scheduler:
 
     # -- what the API shows and changes ----------------------------------------------------
 
-    def get(self, schedule_id: str) -> ScheduleSpec:
+    async def get(self, schedule_id: str) -> ScheduleSpec:
+        """The schedule; one made a moment ago by another process is looked for in the
+        database before this process is sure there is none (a client's next request may
+        reach any process)."""
         spec = self.specs.get(schedule_id)
+        if spec is None:
+            await self.sync()
+            spec = self.specs.get(schedule_id)
         if spec is None:
             raise ScheduleNotFound(schedule_id)
         return spec
 
     async def describe_all(self) -> list[ScheduleInfo]:
-        """Those in code first, in their order, then those made at runtime by id."""
+        """Those in code first, in their order, then those made at runtime by id (including
+        any made a moment ago by another process)."""
+        await self.sync()
         states = await self.runner.store.schedule_states()
         now = datetime.now(UTC)
         upcoming = {
@@ -356,7 +398,7 @@ class Scheduler:
         ]
 
     async def describe(self, schedule_id: str) -> ScheduleInfo:
-        spec = self.get(schedule_id)
+        spec = await self.get(schedule_id)
         state = await self.runner.store.schedule_state(schedule_id)
         group = self._groups[spec.trigger]
         upcoming = {spec.trigger: group.trigger.get_next_fire_time(None, datetime.now(UTC))}
@@ -385,7 +427,7 @@ class Scheduler:
 
     async def run_now(self, schedule_id: str) -> Task:
         """A run of the schedule now, paused or not, tracked like any other task."""
-        spec = self.get(schedule_id)
+        spec = await self.get(schedule_id)
         definition = self.registry.get(spec.task)
         new = NewTask(
             name=spec.task,
@@ -399,10 +441,17 @@ class Scheduler:
         return task
 
     async def set_paused(self, schedule_id: str, paused: bool) -> ScheduleInfo:
-        self.get(schedule_id)
+        await self.get(schedule_id)
         await self.runner.store.set_paused(schedule_id, paused)
         log.info("schedule %s %s", schedule_id, "paused" if paused else "resumed")
         return await self.describe(schedule_id)
+
+
+def _named(schedule_ids: Sequence[str]) -> str:
+    """How a log line names schedules: a few by id, many by their number."""
+    if len(schedule_ids) > _LOGGED_ONE_BY_ONE:
+        return f"{len(schedule_ids):,} schedules"
+    return ("schedule " if len(schedule_ids) == 1 else "schedules ") + ", ".join(schedule_ids)
 
 
 def _task_schedules(registry: TaskRegistry) -> list[ScheduleSpec]:

@@ -464,20 +464,21 @@ async def test_schedules_survive_a_restart(make_app: AppFactory) -> None:
 
 
 @contextlib.asynccontextmanager
-async def two_services(settings: Settings) -> AsyncIterator[tuple[App, App]]:
-    """Two services on one database, as two processes or hosts would be."""
+async def service_on(settings: Settings) -> AsyncIterator[App]:
+    """A service of its own on the test's database, as another process or host would be."""
+    application = create_app(replace(settings, modules=SAMPLE_MODULES))
     async with contextlib.AsyncExitStack() as stack:
-        apps = []
-        for _ in range(2):
-            application = create_app(replace(settings, modules=SAMPLE_MODULES))
-            await stack.enter_async_context(application.router.lifespan_context(application))
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=application), base_url="http://t"
-                )
-            )
-            apps.append(App(client, application.state.service))
-        yield apps[0], apps[1]
+        await stack.enter_async_context(application.router.lifespan_context(application))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t")
+        )
+        yield App(client, application.state.service)
+
+
+@contextlib.asynccontextmanager
+async def two_services(settings: Settings) -> AsyncIterator[tuple[App, App]]:
+    async with service_on(settings) as one, service_on(settings) as other:
+        yield one, other
 
 
 async def test_another_service_sees_each_create_change_and_delete(settings: Settings) -> None:
@@ -513,6 +514,21 @@ async def test_two_services_fire_each_tick_once(settings: Settings) -> None:
     ticks = sorted(seconds(t["run_at"]) for t in fired)
     assert len(ticks) >= 3
     assert ticks == [ticks[0] + i for i in range(len(ticks))]  # each tick once, none missed
+
+
+async def test_a_service_never_asked_picks_up_a_new_schedule_by_itself(
+    settings: Settings,
+) -> None:
+    """The service that made it stops; the other, which no request has told of it, goes on
+    firing it: it found the schedule in the database on its own."""
+    async with service_on(settings) as other:
+        async with service_on(settings) as one:
+            await create(one, id="handed-over", task="noop", every=1)
+            await asyncio.sleep(1.5)  # the other's own look at the database comes meanwhile
+        stopped_at = time.time()
+        await asyncio.sleep(2.5)
+        fired = await runs(other, "handed-over")
+    assert any(seconds(t["run_at"]) > stopped_at for t in fired)
 
 
 # -- the Python API ---------------------------------------------------------------------------
