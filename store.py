@@ -33,8 +33,7 @@ from tasks_service.models import (
 )
 from tasks_service.sql import (
     COLUMNS,
-    DEFINITIONS_LOCK,
-    TICKS_LOCK,
+    SCHEDULES_LOCK,
     Statements,
     claim_statement,
     new_task_row,
@@ -154,8 +153,8 @@ class Store(abc.ABC):
         when a schedule made at runtime was deleted or changed since that revision (see
         `tick_statements`). Returns the tasks inserted.
 
-        Under the engine's tick lock: two processes firing different ticks of a schedule at
-        once must not both find no active run.
+        Under the engine's schedule lock: two processes firing different ticks of a
+        schedule at once must not both find no active run.
         """
         if not ticks:
             return []
@@ -171,7 +170,7 @@ class Store(abc.ABC):
         insert, record = tick_statements(self.sql.dialect, len(ticks))
         steps: list[tuple[str, Sequence[Any]]] = [(insert, rows), (record, records)]
         if self.sql.lock_schedule is not None:
-            steps.insert(0, (self.sql.lock_schedule, (TICKS_LOCK,)))
+            steps.insert(0, (self.sql.lock_schedule, (SCHEDULES_LOCK,)))
         results = await self._write_atomically(steps)
         return [made[row[0]] for row in results[-2]]
 
@@ -243,11 +242,11 @@ class Store(abc.ABC):
         return revision is not None
 
     async def _change_schedule(self, sql: str, params: Sequence[Any]) -> int | None:
-        """One change of a definition, under the engine's definitions lock: revisions are
-        then handed out in commit order."""
+        """One change of a definition, under the engine's schedule lock: revisions are then
+        handed out in commit order."""
         steps: list[tuple[str, Sequence[Any]]] = [(sql, params)]
         if self.sql.lock_schedule is not None:
-            steps.insert(0, (self.sql.lock_schedule, (DEFINITIONS_LOCK,)))
+            steps.insert(0, (self.sql.lock_schedule, (SCHEDULES_LOCK,)))
         rows = (await self._write_atomically(steps))[-1]
         return int(rows[0][0]) if rows else None
 

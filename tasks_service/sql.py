@@ -48,9 +48,10 @@ EVENT_COLUMNS = EVENT_FIELDS.removeprefix("task_id, ")
 SCHEDULE_COLUMNS = (
     "id, task, params, every_seconds, cron, tz, paused, deleted, revision, trigger_set_at"
 )
-# Keys of the engine's schedule lock: one for firing ticks, one for changing definitions.
-TICKS_LOCK = "schedules/ticks"
-DEFINITIONS_LOCK = "schedules/definitions"
+# The key of the engine's schedule lock, held to fire ticks and to change definitions. One
+# key for both: a batch of writes that holds both could otherwise take them in the other
+# order than another host's batch, and the two would deadlock.
+SCHEDULES_LOCK = "schedules"
 
 _TERMINAL_LIST = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
@@ -91,9 +92,8 @@ class Statements:
     """
 
     def __init__(self, dialect: Dialect, *, lock_schedule: str | None) -> None:
-        """`lock_schedule` takes a key (TICKS_LOCK, DEFINITIONS_LOCK) and holds other
-        processes' writes under the same key off until commit (None: the engine's writes
-        never overlap)."""
+        """`lock_schedule` takes a key (SCHEDULES_LOCK) and holds other processes' writes
+        under the same key off until commit (None: the engine's writes never overlap)."""
         p, now, pin = dialect.prepare, dialect.now, dialect.indexed_by
         self.dialect = dialect
         self.lock_schedule = None if lock_schedule is None else p(lock_schedule)

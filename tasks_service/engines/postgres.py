@@ -9,8 +9,9 @@ PostgreSQL's own is how the hosts meet:
   so an idle runner on another host wakes at once and a cancel reaches the task's host at
   once; the lease sweep stays the safety net;
 - schema migrations run under an advisory lock, so hosts starting together migrate once;
-- a schedule's tick is inserted under a per-schedule advisory lock and keyed by its fire
-  time, so it fires once across all hosts;
+- schedules' ticks are inserted under an advisory lock and keyed by their fire time, so
+  each fires once across all hosts; the same lock hands out the revisions of schedules
+  made at runtime in commit order;
 - change events are ordered by (transaction, sequence) and read only from settled
   transactions, so a reader never moves past a change that has yet to commit;
 - losing the connection turns into StoreUnavailable (503) while it lasts; the pool
@@ -194,7 +195,8 @@ DIALECT = Dialect(
     claim_lock="FOR UPDATE SKIP LOCKED",
 )
 # Two hosts firing different ticks of one schedule at once must not both find no active
-# run: the second waits for the first's commit.
+# run, nor two changes of schedules take the same revision: the second waits for the first's
+# commit.
 STATEMENTS = Statements(
     DIALECT, lock_schedule="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 )
