@@ -28,13 +28,24 @@ from tasks_service.models import (
     NewTask,
     Outcome,
     Rows,
+    ScheduleState,
+    StoredSchedule,
     Task,
     TaskEvent,
     TaskStatus,
     TypeState,
     WorkerInfo,
+    dump_json,
 )
-from tasks_service.sql import COLUMNS, Statements, new_task_row, task_from_row
+from tasks_service.sql import (
+    COLUMNS,
+    SCHEDULES_LOCK,
+    Statements,
+    new_task_row,
+    schedule_from_row,
+    task_from_row,
+    tick_statements,
+)
 
 
 class StoreOpenError(RuntimeError):
@@ -191,37 +202,111 @@ class Store(abc.ABC):
                 held[row[-1]] = (task_from_row(row), row[-2])
         return held
 
-    async def create_tick(
-        self, new: NewTask, *, claim_for: str | None = None
-    ) -> tuple[Task | None, bool]:
-        """Insert a schedule's run for the tick in `new.unique_key`, unless another process
-        already did, an earlier run of the schedule is still pending or running, or the
-        schedule is paused. Returns (task, True) or (None, False).
+    async def create_ticks(self, ticks: Sequence[tuple[NewTask, int]]) -> list[Task]:
+        """Insert schedules' runs, each for the tick in its `unique_key`, in one transaction.
 
-        With the engine's schedule lock first: two processes firing different ticks at once
-        must not both find no active run.
+        Each comes with the revision of the schedule definition it was fired from (0: one in
+        code). A run is not inserted when another process already made that tick, while an
+        earlier run of its schedule is pending or running, while its schedule is paused, or
+        when a schedule made at runtime was deleted or changed since that revision (see
+        `tick_statements`). Returns the tasks inserted.
+
+        Under the engine's schedule lock: two processes firing different ticks of a
+        schedule at once must not both find no active run.
         """
-        assert new.schedule_id is not None and new.unique_key is not None
-        task, params = new_task_row(new, claim_for)
-        steps: list[tuple[str, Sequence[Any]]] = [
-            (self.sql.insert_tick, (*params, new.schedule_id, new.schedule_id)),
-            (self.sql.record_tick, (new.schedule_id, task.run_at)),
-        ]
+        if not ticks:
+            return []
+        rows: list[Any] = []
+        records: list[Any] = []
+        made: dict[str, Task] = {}
+        for new, revision in ticks:
+            assert new.schedule_id is not None and new.unique_key is not None
+            task, params = new_task_row(new, None)
+            made[task.id] = task
+            rows.extend((*params, revision))
+            records.extend((new.schedule_id, task.run_at, new.unique_key))
+        insert, record = tick_statements(self.sql.dialect, len(ticks))
+        steps: list[tuple[str, Sequence[Any]]] = [(insert, rows), (record, records)]
         if self.sql.lock_schedule is not None:
-            steps.insert(0, (self.sql.lock_schedule, (new.schedule_id,)))
+            steps.insert(0, (self.sql.lock_schedule, (SCHEDULES_LOCK,)))
         results = await self._write_atomically(steps)
-        inserted = results[-2]
-        return (task, True) if inserted else (None, False)
+        return [made[row[0]] for row in results[-2]]
 
     # -- schedules -------------------------------------------------------------------------
 
-    async def schedule_states(self) -> dict[str, tuple[bool, float | None]]:
-        """Each known schedule's (paused, last tick handled)."""
+    async def schedule_states(self) -> dict[str, ScheduleState]:
+        """What the database knows of each schedule's runs and pause, by id."""
         rows = await self._read(self.sql.schedule_states)
-        return {row[0]: (bool(row[1]), row[2]) for row in rows}
+        return {row[0]: _state_from_row(row) for row in rows}
+
+    async def schedule_state(self, schedule_id: str) -> ScheduleState:
+        rows = await self._read(self.sql.schedule_state, (schedule_id,))
+        return _state_from_row(rows[0]) if rows else ScheduleState()
 
     async def set_paused(self, schedule_id: str, paused: bool) -> None:
         await self._write(self.sql.set_paused, (schedule_id, paused))
+
+    async def schedules_since(self, revision: int) -> list[StoredSchedule]:
+        """Schedules made at runtime that changed after `revision` (tombstones too), in order."""
+        rows = await self._read(self.sql.schedules_since, (revision,))
+        return [schedule_from_row(row) for row in rows]
+
+    async def get_schedule(self, schedule_id: str) -> StoredSchedule | None:
+        """A live schedule made at runtime."""
+        rows = await self._read(self.sql.get_schedule, (schedule_id,))
+        return schedule_from_row(rows[0]) if rows else None
+
+    async def insert_schedule(self, schedule: StoredSchedule) -> int | None:
+        """Store a new schedule; its revision, or None if a live one has its id."""
+        now = time.time()
+        return await self._change_schedule(
+            self.sql.insert_schedule,
+            (
+                schedule.id,
+                schedule.task,
+                dump_json(schedule.params),
+                schedule.every,
+                schedule.cron,
+                schedule.tz,
+                schedule.paused,
+                now,
+                now,  # its last tick handled: a tick missed while down is caught up at start
+            ),
+        )
+
+    async def update_schedule(
+        self, schedule: StoredSchedule, paused: bool | None, *, read_at_revision: int
+    ) -> int | None:
+        """Change a schedule's definition (and its pause, unless None); its new revision, or
+        None if it changed since `read_at_revision` or is gone. Its `trigger_set_at` is the
+        caller's: now if the trigger changed, else as it was."""
+        return await self._change_schedule(
+            self.sql.update_schedule,
+            (
+                dump_json(schedule.params),
+                schedule.every,
+                schedule.cron,
+                schedule.tz,
+                paused,
+                schedule.trigger_set_at,
+                schedule.id,
+                read_at_revision,
+            ),
+        )
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule made at runtime; False if there is none with that id."""
+        revision = await self._change_schedule(self.sql.delete_schedule, (time.time(), schedule_id))
+        return revision is not None
+
+    async def _change_schedule(self, sql: str, params: Sequence[Any]) -> int | None:
+        """One change of a definition, under the engine's schedule lock: revisions are then
+        handed out in commit order."""
+        steps: list[tuple[str, Sequence[Any]]] = [(sql, params)]
+        if self.sql.lock_schedule is not None:
+            steps.insert(0, (self.sql.lock_schedule, (SCHEDULES_LOCK,)))
+        rows = (await self._write_atomically(steps))[-1]
+        return int(rows[0][0]) if rows else None
 
     # -- reading tasks ---------------------------------------------------------------------
 
@@ -237,22 +322,24 @@ class Store(abc.ABC):
         before_id: str | None,
         limit: int,
         parent_id: str | None = None,
+        schedule_id: str | None = None,
     ) -> list[Task]:
         """Newest first; `before_id` continues a previous page.
 
         Several statuses are read one indexed range each and merged: the database would
         otherwise sort every task with those statuses to find the newest few.
         """
+        where = (name, schedule_id, before_id, limit, parent_id)
         if len(statuses) > 1:
-            pages = [await self._list_one(s, name, before_id, limit, parent_id) for s in statuses]
+            pages = [await self._list_one(s, *where) for s in statuses]
             return newest_first(pages, limit)
-        status = statuses[0] if statuses else None
-        return await self._list_one(status, name, before_id, limit, parent_id)
+        return await self._list_one(statuses[0] if statuses else None, *where)
 
     async def _list_one(
         self,
         status: str | None,
         name: str | None,
+        schedule_id: str | None,
         before_id: str | None,
         limit: int,
         parent_id: str | None,
@@ -263,6 +350,7 @@ class Store(abc.ABC):
             ("parent_id = ?", parent_id),
             ("status = ?", status),
             ("name = ?", name),
+            ("schedule_id = ?", schedule_id),
             ("id < ?", before_id),
         ):
             if value is not None:
@@ -529,6 +617,10 @@ class Store(abc.ABC):
 def _chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
     items = list(ids)
     return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _state_from_row(row: Sequence[Any]) -> ScheduleState:
+    return ScheduleState(bool(row[1]), row[2], row[3], row[4])
 
 
 def newest_first(pages: Sequence[Sequence[Task]], limit: int) -> list[Task]:

@@ -2,7 +2,7 @@
 
 What an app author needs is importable from here:
 
-    from tasks_service import AddTask, TaskService, create_app
+    from tasks_service import AddTask, ServiceDep, TaskService, create_app
 
 The names are loaded on first use: `tasks` (the @task API) imports this package's
 stdlib-only `models` and `config`, and must not pull in the web layer while it does.
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from tasks_service.models import TaskStatus as TaskStatus
     from tasks_service.service import TaskService as TaskService
     from tasks_service.web.deps import AddTask as AddTask
+    from tasks_service.web.deps import ServiceDep as ServiceDep
 
 _WHERE = {
     "create_app": "tasks_service.app",
@@ -30,6 +31,7 @@ _WHERE = {
     "TaskStatus": "tasks_service.models",
     "TaskService": "tasks_service.service",
     "AddTask": "tasks_service.web.deps",
+    "ServiceDep": "tasks_service.web.deps",
 }
 
 __all__ = sorted(_WHERE)

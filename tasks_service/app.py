@@ -21,6 +21,7 @@ from tasks_service.logs import configure_logging
 from tasks_service.runtime.changes import ChangeFeed
 from tasks_service.runtime.lent import LentServices
 from tasks_service.runtime.runner import Runner
+from tasks_service.schedules import RuntimeSchedules
 from tasks_service.service import TaskService
 from tasks_service.web.auth import BearerTokenAuth
 from tasks_service.web.errors import install_error_handlers
@@ -100,14 +101,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             await runner.start()
             await scheduler.start()
-            app.state.service = TaskService(store, runner, registry)
+            schedule_book = RuntimeSchedules(scheduler, store, registry)
+            app.state.service = TaskService(store, runner, registry, schedule_book)
             app.state.scheduler = scheduler
             app.state.feed = feed
             with close_streams_on_signal(feed), startup_objects_frozen():
                 yield
         finally:
             feed.close()
-            scheduler.stop()
+            await scheduler.stop()
             await runner.stop()
             await store.close()
 

@@ -127,6 +127,70 @@ class NewTask:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A schedule made at runtime (HTTP or the Python API) as the database keeps it.
+
+    `revision` numbers its every change, in commit order across all processes; a deleted
+    one stays behind as a tombstone (`deleted`, no task) so that every process hears of it.
+    """
+
+    id: str
+    task: str | None
+    params: dict[str, Any]
+    every: float | None
+    cron: str | None
+    tz: str | None
+    paused: bool
+    deleted: bool
+    revision: int
+    trigger_set_at: float  # made, or its trigger changed, then: earlier ticks are not its own
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """What the database knows of any schedule's runs, whether defined in code or not."""
+
+    paused: bool = False
+    last_fire_at: float | None = None  # the latest tick handled (fired, or skipped)
+    last_run_at: float | None = None  # the tick of the latest task a tick created
+    last_task_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as the API shows it; `to_json` gives SPEC.md's shape."""
+
+    id: str
+    task: str
+    params: dict[str, Any]
+    trigger: str
+    every: float | None
+    cron: str | None
+    tz: str | None
+    next_run_at: float | None
+    paused: bool
+    source: str  # "code" or "api"
+    last_run_at: float | None
+    last_task_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "params": self.params,
+            "trigger": self.trigger,
+            "every": self.every,
+            "cron": self.cron,
+            "tz": self.tz,
+            "next_run_at": iso(self.next_run_at),
+            "paused": self.paused,
+            "source": self.source,
+            "last_run_at": iso(self.last_run_at),
+            "last_task_id": self.last_task_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     """A process that runs tasks, as it last reported itself."""
 
@@ -304,6 +368,22 @@ class ScheduleNotFound(TaskError):
         super().__init__(f"no schedule with id {schedule_id!r}")
 
 
+class ScheduleExists(TaskError):
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"a schedule with id {schedule_id!r} already exists")
+
+
+class ScheduleInCode(TaskError):
+    """Schedules defined in code change with the code: over the API they are only paused,
+    resumed and run."""
+
+    def __init__(self, schedule_id: str, action: str) -> None:
+        super().__init__(
+            f"cannot {action} schedule {schedule_id!r}: it is defined in code "
+            "(only pause, resume and run apply to it)"
+        )
+
+
 class UnknownTaskType(TaskError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown task type {name!r}; known types: {', '.join(known) or '(none)'}")
@@ -330,6 +410,15 @@ class InvalidBatchItem(TaskError):
         super().__init__(f"tasks[{index}]: {error}")
         self.index = index
         self.error = error
+
+
+class InvalidSchedule(InvalidRequest):
+    """A schedule definition that cannot be used; `field` names the field at fault (None:
+    the fields together, e.g. both `cron` and `every`)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidTransition(TaskError):

@@ -1,4 +1,5 @@
-"""The Python API of the service: enqueue, create, get, list, cancel, retry. Routes call it."""
+"""The Python API of the service: enqueue, create, get, list, cancel, retry, and schedules
+made at runtime. Routes call it; so can an app's own routes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tasks_service.models import (
     InvalidRequest,
     InvalidTransition,
     NewTask,
+    ScheduleInfo,
+    StoreUnavailable,
     Task,
     TaskNotFound,
     TaskRequest,
@@ -27,6 +30,7 @@ from tasks_service.models import (
 )
 from tasks_service.runtime.runner import Runner
 from tasks_service.runtime.waits import WaitExplainer
+from tasks_service.schedules import RuntimeSchedules
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +46,18 @@ class Created:
 
 
 class TaskService:
-    def __init__(self, store: Store, runner: Runner, registry: TaskRegistry) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        registry: TaskRegistry,
+        schedules: RuntimeSchedules | None = None,
+    ) -> None:
         self.store = store
         self.runner = runner
         self.registry = registry
         self.waits = WaitExplainer(store, registry, runner.lanes)
+        self._schedules = schedules
 
     async def enqueue(self, task_type: str | TaskDefinition, /, **params: Any) -> Task:
         """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
@@ -147,13 +158,19 @@ class TaskService:
         limit: int = 50,
         cursor: str | None = None,
         parent_id: str | None = None,
+        schedule_id: str | None = None,
     ) -> Page:
         """Newest first; `cursor` is a previous page's `next_cursor`."""
         if cursor is not None and not is_id(cursor):
             raise InvalidRequest("cursor is not one this service gave out")
         wanted = sorted({s.value for s in statuses or ()})
         tasks = await self.store.list(
-            statuses=wanted, name=name, before_id=cursor, limit=limit + 1, parent_id=parent_id
+            statuses=wanted,
+            name=name,
+            schedule_id=schedule_id,
+            before_id=cursor,
+            limit=limit + 1,
+            parent_id=parent_id,
         )
         more = len(tasks) > limit
         items = tasks[:limit]
@@ -239,6 +256,64 @@ class TaskService:
             "paused": definition.name in paused,
             "running": running.get(definition.name, 0),
         }
+
+    # -- schedules -------------------------------------------------------------------------
+
+    @property
+    def schedules(self) -> RuntimeSchedules:
+        if self._schedules is None:
+            raise StoreUnavailable("schedules are not available before the service has started")
+        return self._schedules
+
+    async def create_schedule(
+        self,
+        task_type: str | TaskDefinition,
+        /,
+        *,
+        id: str | None = None,
+        params: dict[str, Any] | None = None,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        paused: bool = False,
+    ) -> ScheduleInfo:
+        """A periodic schedule made at runtime, stored in the database: `every` seconds
+        (aligned to the epoch) or a crontab `cron` read in `tz` (UTC by default).
+
+        `await service.create_schedule(send_email, id="reminder:42", cron="0 9 * * 1",
+        params={...})`. Validated before anything is stored (UnknownTaskType, InvalidParams,
+        InvalidSchedule); ScheduleExists if the id is taken. The id is generated when None.
+        """
+        return await self.schedules.create(
+            task_type, schedule_id=id, params=params, every=every, cron=cron, tz=tz, paused=paused
+        )
+
+    async def update_schedule(
+        self,
+        schedule_id: str,
+        /,
+        *,
+        params: dict[str, Any] | None = None,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        paused: bool | None = None,
+    ) -> ScheduleInfo:
+        """Change a schedule made at runtime (None: unchanged); ScheduleInCode for one in code."""
+        return await self.schedules.update(
+            schedule_id, params=params, every=every, cron=cron, tz=tz, paused=paused
+        )
+
+    async def delete_schedule(self, schedule_id: str, /) -> None:
+        """Delete a schedule made at runtime: no tick of it fires after this, anywhere."""
+        await self.schedules.delete(schedule_id)
+
+    async def get_schedule(self, schedule_id: str, /) -> ScheduleInfo:
+        return await self.schedules.scheduler.describe(schedule_id)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        return await self.schedules.scheduler.describe_all()
+
 
 
 def _as_request(index: int, item: dict[str, Any]) -> TaskRequest:

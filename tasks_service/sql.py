@@ -23,6 +23,7 @@ from tasks_service.models import (
     MAX_INTERRUPTIONS,
     TERMINAL_STATUSES,
     NewTask,
+    StoredSchedule,
     Task,
     TaskEvent,
     TaskStatus,
@@ -42,6 +43,15 @@ EVENT_FIELDS = (
 )
 # The columns whose change records an event (EVENT_FIELDS without task_id).
 EVENT_COLUMNS = EVENT_FIELDS.removeprefix("task_id, ")
+
+# The columns of a schedule made at runtime (models.StoredSchedule).
+SCHEDULE_COLUMNS = (
+    "id, task, params, every_seconds, cron, tz, paused, deleted, revision, trigger_set_at"
+)
+# The key of the engine's schedule lock, held to fire ticks and to change definitions. One
+# key for both: a batch of writes that holds both could otherwise take them in the other
+# order than another host's batch, and the two would deadlock.
+SCHEDULES_LOCK = "schedules"
 
 _TERMINAL_LIST = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
@@ -87,8 +97,8 @@ class Statements:
     """
 
     def __init__(self, dialect: Dialect, *, lock_schedule: str | None) -> None:
-        """`lock_schedule` takes a schedule id and holds other processes' ticks of it off
-        until commit (None: the engine's writes never overlap)."""
+        """`lock_schedule` takes a key (SCHEDULES_LOCK) and holds other processes' writes
+        under the same key off until commit (None: the engine's writes never overlap)."""
         p, now, pin = dialect.prepare, dialect.now, dialect.indexed_by
         self.dialect = dialect
         self.lock_schedule = None if lock_schedule is None else p(lock_schedule)
@@ -104,31 +114,50 @@ class Statements:
         self.insert = p(insert + values)
         self.insert_unique = p(insert + values + key_taken)
         self.by_unique_key = p(f"SELECT {COLUMNS}, request_hash FROM tasks WHERE unique_key = ?")
-        # (`by_unique_keys` is built per batch size: SELECT ..., unique_key ... IN (...).)
-        # A schedule's tick: once per tick, never while an earlier run is active or it is paused.
-        typed = (
-            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), "
-            "CAST(? AS INTEGER), CAST(? AS INTEGER), CAST(? AS INTEGER), "
-            "CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), "
-            "CAST(? AS DOUBLE PRECISION), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
-            "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), "
-            "CAST(? AS TEXT)"
+        self.schedule_states = p(
+            "SELECT id, paused, last_fire_at, last_run_at, last_task_id FROM schedules"
         )
-        self.insert_tick = p(
-            f"{insert} SELECT {typed} "
-            "WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE schedule_id = ? "
-            "AND status IN ('pending', 'running') AND schedule_id IS NOT NULL) "
-            f"AND NOT EXISTS (SELECT 1 FROM schedules WHERE id = ? AND paused){key_taken}"
+        self.schedule_state = p(
+            "SELECT id, paused, last_fire_at, last_run_at, last_task_id FROM schedules WHERE id = ?"
         )
-        self.record_tick = p(
-            "INSERT INTO schedules (id, last_fire_at) VALUES (?, ?) ON CONFLICT (id) "
-            "DO UPDATE SET last_fire_at = excluded.last_fire_at "
-            "WHERE schedules.last_fire_at IS NULL OR schedules.last_fire_at < excluded.last_fire_at"
-        )
-        self.schedule_states = p("SELECT id, paused, last_fire_at FROM schedules")
         self.set_paused = p(
             "INSERT INTO schedules (id, paused) VALUES (?, ?) "
             "ON CONFLICT (id) DO UPDATE SET paused = excluded.paused"
+        )
+        # Schedules made at runtime. Each change takes the next revision; the engine's
+        # schedule lock (if any) is held first, so revisions are handed out in commit order
+        # and a reader that saw revision n has seen every change before it.
+        next_revision = "(SELECT coalesce(max(revision), 0) + 1 FROM schedules)"
+        self.schedules_since = p(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE revision > ? ORDER BY revision"
+        )
+        self.get_schedule = p(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules "
+            "WHERE id = ? AND source = 'api' AND NOT deleted"
+        )
+        # A new one may take the place of a deleted one, or of the state of a schedule that
+        # was in code once (whether one still is, the caller checked): never a live one.
+        self.insert_schedule = p(
+            "INSERT INTO schedules (id, source, task, params, every_seconds, cron, tz, paused, "
+            "deleted, revision, trigger_set_at, last_fire_at, last_run_at, last_task_id) "
+            f"VALUES (?, 'api', ?, ?, ?, ?, ?, ?, FALSE, {next_revision}, ?, ?, NULL, NULL) "
+            "ON CONFLICT (id) DO UPDATE SET source = excluded.source, task = excluded.task, "
+            "params = excluded.params, every_seconds = excluded.every_seconds, "
+            "cron = excluded.cron, tz = excluded.tz, paused = excluded.paused, deleted = FALSE, "
+            "revision = excluded.revision, trigger_set_at = excluded.trigger_set_at, "
+            "last_fire_at = excluded.last_fire_at, last_run_at = NULL, last_task_id = NULL "
+            "WHERE schedules.deleted OR schedules.source IS NULL RETURNING revision"
+        )
+        # Only from the revision the caller read: a change made in between is not overwritten.
+        self.update_schedule = p(
+            "UPDATE schedules SET params = ?, every_seconds = ?, cron = ?, tz = ?, "
+            f"paused = coalesce(?, paused), revision = {next_revision}, trigger_set_at = ? "
+            "WHERE id = ? AND source = 'api' AND NOT deleted AND revision = ? RETURNING revision"
+        )
+        self.delete_schedule = p(
+            f"UPDATE schedules SET deleted = TRUE, task = NULL, params = NULL, "
+            f"revision = {next_revision}, trigger_set_at = ? "
+            "WHERE id = ? AND source = 'api' AND NOT deleted RETURNING revision"
         )
         self.get = p(f"SELECT {COLUMNS} FROM tasks WHERE id = ?")
 
@@ -312,6 +341,69 @@ class Statements:
 # -- rows and records ------------------------------------------------------------------------
 
 
+_INSERTED = (
+    "id, name, params, status, attempts, max_attempts, priority, created_at, run_at, "
+    "started_at, schedule_id, timeout, owner, unique_key, request_hash, lane, parent_id"
+)
+_INSERTED_TYPES = (
+    "TEXT, TEXT, TEXT, TEXT, INTEGER, INTEGER, INTEGER, DOUBLE PRECISION, DOUBLE PRECISION, "
+    "DOUBLE PRECISION, TEXT, DOUBLE PRECISION, TEXT, TEXT, TEXT, TEXT, TEXT"
+)
+
+
+def _typed_row(types: str) -> str:
+    """One VALUES row of `?`s, each cast (PostgreSQL cannot tell a bare parameter's type)."""
+    return "(" + ", ".join(f"CAST(? AS {kind.strip()})" for kind in types.split(",")) + ")"
+
+
+@lru_cache(maxsize=64)
+def tick_statements(dialect: Dialect, rows: int) -> tuple[str, str]:
+    """The insert of `rows` schedules' runs, each for one tick, and the record of those ticks.
+
+    Insert parameters per row: a task row as `new_task_row` gives it, then the revision of
+    the schedule the caller fired (0: one defined in code). A row is left out when its tick
+    was already made (its unique key), while an earlier run of its schedule is pending or
+    running, or when its schedule is paused; one made at runtime also when it was deleted
+    or changed since that revision, so a process that has yet to hear of a change never
+    fires the old definition. Record parameters per row: schedule id, tick, unique key.
+    """
+    # The active runs are found in their own small index, not among every run of the schedule.
+    values = ", ".join([_typed_row(f"{_INSERTED_TYPES}, INTEGER")] * rows)
+    inserted = ", ".join(f"v.{column.strip()}" for column in _INSERTED.split(","))
+    insert = (
+        f"WITH v ({_INSERTED}, revision) AS (VALUES {values}) "
+        f"INSERT INTO tasks ({_INSERTED}) SELECT {inserted} FROM v "
+        "LEFT JOIN schedules s ON s.id = v.schedule_id "
+        f"WHERE NOT EXISTS (SELECT 1 FROM tasks t {dialect.indexed_by('tasks_active_by_schedule')} "
+        "WHERE t.schedule_id = v.schedule_id "
+        "AND t.status IN ('pending', 'running') AND t.schedule_id IS NOT NULL) "
+        "AND ((v.revision = 0 AND (s.id IS NULL OR NOT s.paused)) "
+        "OR (v.revision > 0 AND s.revision = v.revision AND NOT s.paused AND NOT s.deleted)) "
+        "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id"
+    )
+    ticks = ", ".join([_typed_row("TEXT, DOUBLE PRECISION, TEXT")] * rows)
+    # The latest run is the task that holds a tick's key, whichever process inserted it.
+    newer = (
+        "excluded.last_task_id IS NOT NULL AND (schedules.last_run_at IS NULL "
+        "OR schedules.last_run_at <= excluded.last_run_at)"
+    )
+    record = (
+        f"WITH v (id, tick, unique_key) AS (VALUES {ticks}) "
+        "INSERT INTO schedules (id, last_fire_at, last_run_at, last_task_id) "
+        "SELECT v.id, v.tick, CASE WHEN k.id IS NULL THEN NULL ELSE v.tick END, k.id FROM v "
+        "LEFT JOIN tasks k ON k.unique_key = v.unique_key AND k.unique_key IS NOT NULL "
+        "WHERE TRUE ON CONFLICT (id) DO UPDATE SET "
+        "last_fire_at = CASE WHEN schedules.last_fire_at IS NULL "
+        "  OR schedules.last_fire_at < excluded.last_fire_at "
+        "  THEN excluded.last_fire_at ELSE schedules.last_fire_at END, "
+        f"last_run_at = CASE WHEN {newer} THEN excluded.last_run_at "
+        "  ELSE schedules.last_run_at END, "
+        f"last_task_id = CASE WHEN {newer} THEN excluded.last_task_id "
+        "  ELSE schedules.last_task_id END"
+    )
+    return dialect.prepare(insert), dialect.prepare(record)
+
+
 def new_task_row(new: NewTask, claim_for: str | None) -> tuple[Task, tuple[Any, ...]]:
     """The task as it will be stored, and the values of its INSERT."""
     task_id, created_at = new_id()
@@ -378,6 +470,21 @@ def event_from_row(row: Sequence[Any]) -> TaskEvent:
         started_at=row[9],
         finished_at=row[10],
         cancel_requested=bool(row[11]),
+    )
+
+
+def schedule_from_row(row: Sequence[Any]) -> StoredSchedule:
+    return StoredSchedule(
+        id=row[0],
+        task=row[1],
+        params={} if row[2] is None else json.loads(row[2]),
+        every=row[3],
+        cron=row[4],
+        tz=row[5],
+        paused=bool(row[6]),
+        deleted=bool(row[7]),
+        revision=int(row[8]),
+        trigger_set_at=row[9] or 0.0,
     )
 
 

@@ -254,6 +254,57 @@ def test_a_one_second_schedule_fires_once_per_tick_across_instances(
     assert sorted(ran) == sorted(t["id"] for t in runs)  # each run executed once
 
 
+def schedule_on(server: Server, schedule_id: str) -> httpx.Response:
+    return httpx.get(f"{server.url}/schedules/{schedule_id}", timeout=10)
+
+
+def test_a_schedule_made_on_one_host_is_seen_changed_and_deleted_on_the_others(
+    instances: Instances, tmp_path: Path
+) -> None:
+    """Made on A, it shows on B and C; changed on B, A shows the change; every instance
+    fires it, each tick once; deleted on C, no instance fires it again."""
+    marks = tmp_path / "marks"
+    a, b, c = instances(["a", "b", "c"])
+    body = {"id": "shared", "task": "record", "params": {"path": str(marks), "mark": "x"}}
+    made = httpx.post(f"{a.url}/schedules", json={**body, "every": 3600}, timeout=10)
+    assert made.status_code == 201, made.text
+    for server in (b, c):
+        wait_until(
+            lambda s=server: schedule_on(s, "shared").status_code == 200,
+            timeout=10,
+            what="the other instances to know it",
+        )
+    changed = httpx.patch(f"{b.url}/schedules/shared", json={"every": 1}, timeout=10)
+    assert changed.status_code == 200, changed.text
+    for server in (a, c):
+        wait_until(
+            lambda s=server: schedule_on(s, "shared").json()["every"] == 1,
+            timeout=10,
+            what="the change to reach every instance",
+        )
+    time.sleep(4)
+    assert httpx.delete(f"{c.url}/schedules/shared", timeout=10).status_code == 204
+    for server in (a, b):
+        wait_until(
+            lambda s=server: schedule_on(s, "shared").status_code == 404,
+            timeout=10,
+            what="the deletion to reach every instance",
+        )
+    wait_until(
+        lambda: all(t["status"] in TERMINAL for t in listed(a, schedule_id="shared")),
+        timeout=10,
+        what="the last run to finish",
+    )
+    runs = listed(b, schedule_id="shared")
+    ticks = sorted(timestamp(t["run_at"]) for t in runs)
+    assert len(ticks) >= 3
+    assert ticks == [ticks[0] + i for i in range(len(ticks))], "a tick fired twice or was missed"
+    assert statuses(runs) == {"completed": len(runs)}
+    time.sleep(2.5)
+    assert len(listed(c, schedule_id="shared")) == len(runs)  # none after the deletion
+    assert len(runs_of(marks)) == len(runs)  # each run executed once
+
+
 def test_cancel_through_any_instance_stops_the_task_where_it_runs(
     instances: Instances,
 ) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from tests.harness import (
     SAMPLE_MODULES,
+    Server,
     ServerFactory,
     all_tasks,
     get,
@@ -136,3 +137,72 @@ def test_sigkill_of_one_worker_process_its_tasks_still_complete(
         task = get(server, task_id)
         assert task["status"] == "completed", task
         assert task["attempts"] == (2 if task_id in victims else 1)
+
+
+def fresh_answers(server: Server, path: str, count: int = 16) -> list[httpx.Response]:
+    """`count` GETs, each on a new connection: they land on different worker processes."""
+    return [httpx.get(f"{server.url}{path}", timeout=10) for _ in range(count)]
+
+
+def test_a_schedule_made_over_http_reaches_every_worker_and_fires_once_per_tick(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    server = server_factory(workers=2).start()
+    server.wait_every_worker()
+    body = {"id": "api-tick", "task": "record", "params": {"path": str(marks), "mark": "x"}}
+    response = httpx.post(f"{server.url}/schedules", json={**body, "every": 1}, timeout=10)
+    assert response.status_code == 201, response.text
+    wait_until(
+        lambda: all(r.status_code == 200 for r in fresh_answers(server, "/schedules/api-tick")),
+        timeout=10,
+        what="every worker to know the new schedule",
+    )
+    time.sleep(4)
+    changed = httpx.patch(f"{server.url}/schedules/api-tick", json={"every": 3600}, timeout=10)
+    assert changed.status_code == 200, changed.text
+    wait_until(
+        lambda: all(
+            r.json().get("every") == 3600 for r in fresh_answers(server, "/schedules/api-tick")
+        ),
+        timeout=10,
+        what="every worker to know the change",
+    )
+    wait_until(
+        lambda: all(t["status"] in TERMINAL for t in all_tasks(server)), what="runs to finish"
+    )
+    runs = [t for t in all_tasks(server) if t["schedule_id"] == "api-tick"]
+    ticks = sorted(datetime.fromisoformat(t["run_at"]).timestamp() for t in runs)
+    assert len(ticks) >= 3
+    assert ticks == [ticks[0] + i for i in range(len(ticks))]  # each tick once, none missed
+    assert statuses(runs) == {"completed": len(runs)}
+    assert len(marks.read_text().split()) == len(runs)  # each run executed once
+
+
+def test_a_schedule_deleted_through_one_worker_fires_in_none(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    server = server_factory(workers=2).start()
+    server.wait_every_worker()
+    body = {"id": "doomed", "task": "record", "params": {"path": str(marks), "mark": "x"}}
+    assert httpx.post(f"{server.url}/schedules", json={**body, "every": 1}).status_code == 201
+    wait_until(lambda: marks.exists(), timeout=10, what="a first run")
+    assert httpx.delete(f"{server.url}/schedules/doomed").status_code == 204
+    wait_until(
+        lambda: all(r.status_code == 404 for r in fresh_answers(server, "/schedules/doomed")),
+        timeout=10,
+        what="every worker to forget it",
+    )
+    fired = len([t for t in all_tasks(server) if t["schedule_id"] == "doomed"])
+    time.sleep(2.5)
+    assert len([t for t in all_tasks(server) if t["schedule_id"] == "doomed"]) == fired
+    # Made again with the same id, it is a new schedule, known to every worker after a restart.
+    assert (
+        httpx.post(f"{server.url}/schedules", json={**body, "cron": "0 4 * * *"}).status_code == 201
+    )
+    stop_gracefully(server)
+    restarted = server_factory(workers=2).start()
+    restarted.wait_every_worker()
+    for response in fresh_answers(restarted, "/schedules/doomed"):
+        assert response.status_code == 200 and response.json()["cron"] == "0 4 * * *"

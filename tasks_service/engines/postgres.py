@@ -9,8 +9,9 @@ PostgreSQL's own is how the hosts meet:
   so an idle runner on another host wakes at once and a cancel reaches the task's host at
   once; the lease sweep stays the safety net;
 - schema migrations run under an advisory lock, so hosts starting together migrate once;
-- a schedule's tick is inserted under a per-schedule advisory lock and keyed by its fire
-  time, so it fires once across all hosts;
+- schedules' ticks are inserted under an advisory lock and keyed by their fire time, so
+  each fires once across all hosts; the same lock hands out the revisions of schedules
+  made at runtime in commit order;
 - change events are ordered by (transaction, sequence) and read only from settled
   transactions, so a reader never moves past a change that has yet to commit;
 - losing the connection turns into StoreUnavailable (503) while it lasts; the pool
@@ -234,6 +235,25 @@ MIGRATIONS: list[list[str]] = [
             "AND NEW.status IN ('completed', 'failed', 'cancelled'))",
         ),
     ],
+    [
+        # Schedules made at runtime live beside the state of those in code (source NULL).
+        # `revision` numbers every change of one in commit order: each process reads what
+        # changed since it last looked. A deleted one stays as a tombstone (`deleted`).
+        "ALTER TABLE schedules ADD COLUMN source text",
+        "ALTER TABLE schedules ADD COLUMN task text",
+        "ALTER TABLE schedules ADD COLUMN params text",
+        "ALTER TABLE schedules ADD COLUMN every_seconds double precision",
+        "ALTER TABLE schedules ADD COLUMN cron text",
+        "ALTER TABLE schedules ADD COLUMN tz text",
+        "ALTER TABLE schedules ADD COLUMN deleted boolean NOT NULL DEFAULT false",
+        "ALTER TABLE schedules ADD COLUMN revision bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE schedules ADD COLUMN trigger_set_at double precision",
+        "ALTER TABLE schedules ADD COLUMN last_run_at double precision",
+        "ALTER TABLE schedules ADD COLUMN last_task_id text",
+        "CREATE INDEX schedules_by_revision ON schedules (revision)",
+        # A schedule's recent runs (GET /tasks?schedule_id=).
+        "CREATE INDEX tasks_by_schedule ON tasks (schedule_id, id) WHERE schedule_id IS NOT NULL",
+    ],
 ]
 
 # SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
@@ -247,7 +267,8 @@ DIALECT = Dialect(
     lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
 )
 # Two hosts firing different ticks of one schedule at once must not both find no active
-# run: the second waits for the first's commit.
+# run, nor two changes of schedules take the same revision: the second waits for the first's
+# commit.
 STATEMENTS = Statements(
     DIALECT, lock_schedule="SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 )

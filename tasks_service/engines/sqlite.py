@@ -201,6 +201,25 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE tasks ADD COLUMN parent_id TEXT",
         "CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL",
     ],
+    [
+        # Schedules made at runtime live beside the state of those in code (source NULL).
+        # `revision` numbers every change of one in commit order: each process reads what
+        # changed since it last looked. A deleted one stays as a tombstone (`deleted`).
+        "ALTER TABLE schedules ADD COLUMN source TEXT",
+        "ALTER TABLE schedules ADD COLUMN task TEXT",
+        "ALTER TABLE schedules ADD COLUMN params TEXT",
+        "ALTER TABLE schedules ADD COLUMN every_seconds REAL",
+        "ALTER TABLE schedules ADD COLUMN cron TEXT",
+        "ALTER TABLE schedules ADD COLUMN tz TEXT",
+        "ALTER TABLE schedules ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE schedules ADD COLUMN revision INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE schedules ADD COLUMN trigger_set_at REAL",
+        "ALTER TABLE schedules ADD COLUMN last_run_at REAL",
+        "ALTER TABLE schedules ADD COLUMN last_task_id TEXT",
+        "CREATE INDEX schedules_by_revision ON schedules (revision)",
+        # A schedule's recent runs (GET /tasks?schedule_id=).
+        "CREATE INDEX tasks_by_schedule ON tasks (schedule_id, id) WHERE schedule_id IS NOT NULL",
+    ],
 ]
 
 # INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.

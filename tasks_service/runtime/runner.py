@@ -16,8 +16,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any
 
 from store import Store
 from tasks import Context, TaskRegistry
@@ -34,7 +34,6 @@ from tasks_service.runtime.watch import Watcher
 
 log = logging.getLogger("tasks.runner")
 
-_Stored = TypeVar("_Stored", Task, Task | None)  # a create gives a task; a tick's maybe none
 
 _FORCED_STOP_WAIT = 5.0
 
@@ -165,14 +164,22 @@ class Runner:
                 self._note_pending(task.run_at)
         return stored
 
-    async def insert_tick(self, new: NewTask) -> Task | None:
-        """Store a schedule's run for one tick, unless that tick or an earlier run is live."""
-        task, _ = await self._insert(new, self.store.create_tick)
-        return task
+    async def insert_ticks(self, ticks: Sequence[tuple[NewTask, int]]) -> list[Task]:
+        """Store schedules' runs for their ticks (see `Store.create_ticks`); those inserted.
+
+        Inserted pending (not claimed at insert, as one enqueue may be): a tick may bring
+        thousands at once, and the dispatcher claims them as slots allow.
+        """
+        for new, _ in ticks:
+            new.lane = self.lanes.lane(new.name, new.params)
+        tasks = await self.store.create_ticks(ticks)
+        if tasks:
+            self._note_pending(min(task.run_at for task in tasks))
+        return tasks
 
     async def _insert(
-        self, new: NewTask, create: Callable[..., Awaitable[tuple[_Stored, bool]]]
-    ) -> tuple[_Stored, bool]:
+        self, new: NewTask, create: Callable[..., Awaitable[tuple[Task, bool]]]
+    ) -> tuple[Task, bool]:
         due = new.run_at is None or new.run_at <= time.time()
         lanes = self.lanes
         new.lane = lanes.lane(new.name, new.params)

@@ -12,7 +12,10 @@ from tasks_service.models import (
     InvalidBatchItem,
     InvalidParams,
     InvalidRequest,
+    InvalidSchedule,
     InvalidTransition,
+    ScheduleExists,
+    ScheduleInCode,
     ScheduleNotFound,
     StoreUnavailable,
     TaskError,
@@ -37,7 +40,8 @@ _ERROR_MEANINGS = {
     401: "missing or wrong bearer token",
     403: "the bearer token is read-only (TASKS_READ_TOKEN): it may only GET",
     404: "no such task, schedule or file",
-    409: "not possible in the task's current status, or Idempotency-Key reused",
+    409: "not possible in the task's current status, Idempotency-Key reused, a schedule id "
+    "taken, or a change of a schedule defined in code",
     413: "body over the size limit",
     422: "invalid input: `detail` says why, as a sentence or a list of issues",
     431: "request headers over 16 KiB in all",
@@ -53,6 +57,8 @@ _STATUS_OF_ERROR: dict[type[TaskError], int] = {
     InvalidRequest: 422,
     InvalidTransition: 409,
     IdempotencyConflict: 409,
+    ScheduleExists: 409,
+    ScheduleInCode: 409,
     StoreUnavailable: 503,
 }
 
@@ -67,6 +73,11 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": exc.errors}, status_code=422)
         if isinstance(exc, InvalidBatchItem):
             return JSONResponse({"detail": _batch_item_errors(exc)}, status_code=422)
+        if isinstance(exc, InvalidSchedule):
+            # Shaped like a validation error, so that clients point at the field at fault.
+            loc = ["body"] if exc.field is None else ["body", exc.field]
+            error = {"type": "invalid_schedule", "loc": loc, "msg": str(exc), "input": None}
+            return JSONResponse({"detail": [error]}, status_code=422)
         status_code = _STATUS_OF_ERROR.get(type(exc), 500)
         headers = {"Retry-After": "1"} if status_code == 503 else None
         return JSONResponse({"detail": str(exc)}, status_code=status_code, headers=headers)

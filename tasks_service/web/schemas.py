@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from tasks.schedules import MAX_CRON_LENGTH, MAX_EVERY
 from tasks_service.models import TaskRequest, TaskStatus
+from tasks_service.schedules import ID_PATTERN
 
 WaitingFor = Literal["run_at", "retry", "paused", "concurrency", "rate_limit", "slot"]
 
@@ -130,12 +132,63 @@ class TaskType(BaseModel):
 
 
 class ScheduleOut(BaseModel):
+    """A schedule, whether defined in code or made at runtime."""
+
     id: str
     task: str
     params: dict[str, Any]
-    trigger: str
+    trigger: str = Field(description='e.g. "every 60 s", "cron \'0 2 * * *\' (UTC)"')
+    every: float | None = Field(description="seconds, for an interval schedule")
+    cron: str | None = Field(description="the crontab expression of a cron schedule")
+    tz: str | None = Field(description="the zone a cron schedule is read in")
     next_run_at: str | None
     paused: bool
+    source: Literal["code", "api"] = Field(description="defined in code, or made over the API")
+    last_run_at: str | None = Field(description="the tick of the latest run a tick created")
+    last_task_id: str | None = Field(description="the latest task a tick created")
+
+
+# The trigger fields of a schedule made at runtime; they are checked further (the cron
+# expression by APScheduler, the zone against the IANA database) by the scheduler itself.
+_Every = Annotated[
+    float,
+    Field(strict=True, ge=1, le=MAX_EVERY, description="seconds; ticks aligned to the epoch"),
+]
+_Cron = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_CRON_LENGTH,
+        description="crontab: minute hour day month weekday (Sunday = 0)",
+    ),
+]
+_Tz = Annotated[str, Field(min_length=1, max_length=64, description="IANA zone of a cron")]
+
+
+class ScheduleCreate(BaseModel):
+    """The body of POST /schedules: `cron` or `every`, not both."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    id: str | None = Field(None, pattern=ID_PATTERN, description="generated when absent")
+    task: str = Field(min_length=1, max_length=200, description="a registered task type")
+    params: dict[str, Any] = Field(default_factory=dict)
+    cron: _Cron | None = None
+    every: _Every | None = None
+    tz: _Tz | None = None
+    paused: StrictBool = False
+
+
+class ScheduleUpdate(BaseModel):
+    """The body of PATCH /schedules/{id}: the fields to change, each optional."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    params: dict[str, Any] | None = None
+    cron: _Cron | None = None
+    every: _Every | None = None
+    tz: _Tz | None = None
+    paused: StrictBool | None = None
 
 
 class Health(BaseModel):

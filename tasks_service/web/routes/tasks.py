@@ -139,10 +139,18 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
     parent_id: Annotated[str | None, Query(max_length=100, description="its children")] = None,
+    schedule_id: Annotated[
+        str | None, Query(max_length=200, description="the runs of one schedule")
+    ] = None,
 ) -> Response:
     """Tasks, newest first, a page at a time."""
     page = await service.list(
-        statuses=status, name=name, limit=limit, cursor=cursor, parent_id=parent_id
+        statuses=status,
+        name=name,
+        limit=limit,
+        cursor=cursor,
+        parent_id=parent_id,
+        schedule_id=schedule_id,
     )
     items = [task.to_json() for task in page.items]
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})

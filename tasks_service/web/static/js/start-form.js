@@ -11,6 +11,11 @@ import { toast } from "./toast.js";
 
 const types = { byName: new Map() };
 
+/** The task types read so far, by name (the schedule form offers them too). */
+export function taskTypes() {
+  return types.byName;
+}
+
 /** Read the task types into the form's select (and the name filter's suggestions). */
 export async function loadTaskTypes() {
   try {
