@@ -315,7 +315,6 @@ class TaskService:
         return await self.schedules.scheduler.describe_all()
 
 
-
 def _as_request(index: int, item: dict[str, Any]) -> TaskRequest:
     try:
         return TaskRequest(**item)
