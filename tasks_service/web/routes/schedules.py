@@ -132,7 +132,8 @@ async def resume_schedule(schedule_id: str, scheduler: SchedulerDep) -> Response
     response_model=TaskOut,
     responses=errors(401, 404),
 )
-async def run_schedule(schedule_id: str, scheduler: SchedulerDep) -> Response:
+async def run_schedule(schedule_id: str, scheduler: SchedulerDep, service: ServiceDep) -> Response:
     """Run the schedule's task now, paused or not."""
     task = await scheduler.run_now(schedule_id)
+    await service.explain((task,))
     return task_response(task, 202, Location=f"/tasks/{task.id}")
