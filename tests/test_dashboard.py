@@ -627,7 +627,9 @@ def test_a_read_token_sees_everything_and_gets_no_button_that_writes(
     expect(page.locator("#access-badge")).to_be_visible()
     # ... and nothing that writes: no cancel, retry, pause, run, nor the start form.
     expect(page.locator("#task-rows button")).to_have_count(0)
-    expect(page.locator("#schedule-list button")).to_have_count(0)
+    # Only the button that reads (a schedule's recent runs) is left, and no New schedule.
+    expect(page.locator('#schedule-list button:not([data-action="runs"])')).to_have_count(0)
+    expect(page.locator("#schedule-new")).to_be_hidden()
     expect(page.locator("#start-form")).to_be_hidden()
     expect(page.locator("#start-read-only")).to_be_visible()
     dash.row(running["id"]).click()
