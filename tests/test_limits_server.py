@@ -56,9 +56,11 @@ def test_limits_hold_across_workers_on_sqlite(
 def test_limits_hold_across_two_instances_on_postgresql(
     server_factory: ServerFactory, pg_url: str, tmp_path: Path
 ) -> None:
+    # One slot per instance: reaching the limit of two takes both hosts, so the limit is
+    # counted across them (claims on one host alone would never show two at once).
+    env = {"TASKS_MODULES": MODULES, "TASKS_CONCURRENCY": "1"}
     servers = [
-        server_factory(db=pg_url, env={"TASKS_MODULES": MODULES}, log_path=tmp_path / f"{n}.log")
-        for n in "ab"
+        server_factory(db=pg_url, env=env, log_path=tmp_path / f"{n}.log") for n in "ab"
     ]
     for server in servers:
         server.start()
