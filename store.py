@@ -280,6 +280,7 @@ class Store(abc.ABC):
                 now,
                 finished_at,
                 outcome.retry_at,
+                now,
                 task.id,
                 task.owner,
             ),
@@ -457,6 +458,42 @@ class Store(abc.ABC):
     async def metric_counts(self) -> list[tuple[str, str, str, float]]:
         rows = await self._read(self.sql.metric_counts, scan=True)
         return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    # -- the last hours at a glance (runtime.stats) ----------------------------------------
+
+    async def stats_clock(self) -> tuple[float, float | None]:
+        """The database's clock now (what minutes are counted by), and when the queue depth
+        was last sampled by it (None: never)."""
+        rows = await self._read(self.sql.stats_clock)
+        return float(rows[0][0]), None if rows[0][1] is None else float(rows[0][1])
+
+    async def stats_rows(
+        self, first: int, last: int, *, scan: bool = False
+    ) -> list[tuple[int, str, str, int, int]]:
+        """(minute, type, outcome, bucket, count) of the minutes from `first` to `last`."""
+        rows = await self._read(self.sql.stats_rows, (first, last), scan=scan)
+        return [(int(r[0]), r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+    async def depth_rows(self, first: int, last: int) -> list[tuple[int, int]]:
+        """(minute, depth) of the minutes from `first` to `last` that have a sample."""
+        rows = await self._read(self.sql.depth_rows, (first, last))
+        return [(int(row[0]), int(row[1])) for row in rows]
+
+    async def depth_before(self, minute: int) -> int | None:
+        """The queue depth sampled last before `minute` (None: never)."""
+        rows = await self._read(self.sql.depth_before, (minute,))
+        return int(rows[0][0]) if rows else None
+
+    async def record_depth(self, minute: int, depth: int, sampled_at: float) -> None:
+        """The queue depth of `minute` so far (an earlier sample of it is replaced)."""
+        await self._write(self.sql.record_depth, (minute, depth, sampled_at))
+
+    async def purge_stats(self, before_minute: int) -> None:
+        """Forget the minutes before `before_minute` (both queued first: one transaction)."""
+        counts = self._write(self.sql.purge_stats, (before_minute,))
+        depths = self._write(self.sql.purge_depth, (before_minute,))
+        await counts
+        await depths
 
     # -- maintenance -----------------------------------------------------------------------
 

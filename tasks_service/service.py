@@ -24,6 +24,7 @@ from tasks_service.models import (
     is_id,
 )
 from tasks_service.runtime.runner import Runner
+from tasks_service.runtime.stats import StatsReader
 from tasks_service.runtime.waits import WaitExplainer
 
 
@@ -45,6 +46,7 @@ class TaskService:
         self.runner = runner
         self.registry = registry
         self.waits = WaitExplainer(store, registry, runner.lanes)
+        self._stats = StatsReader(store)
 
     async def enqueue(self, task_type: str | TaskDefinition, /, **params: Any) -> Task:
         """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
@@ -184,6 +186,13 @@ class TaskService:
     async def explain(self, tasks: Iterable[Task]) -> None:
         """Fill in why each pending task has not started (`waiting_for`)."""
         await self.waits.explain(tasks)
+
+    async def stats(self, minutes: int = 60) -> dict[str, list[dict[str, Any]]]:
+        """The last `minutes` minutes at a glance (1 to 1440): `{"series", "by_type"}`, true
+        for the whole service (see tasks_service.runtime.stats)."""
+        if not 1 <= minutes <= 1440:
+            raise InvalidRequest("minutes must be 1 to 1440")
+        return await self._stats.glance(minutes)
 
     async def task_types(self) -> list[dict[str, Any]]:
         """Each type's declaration, with its pause state and how many run now, anywhere."""

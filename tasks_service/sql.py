@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,7 +142,8 @@ class Statements:
             "finished_at = CASE WHEN cancel_requested THEN CAST(? AS DOUBLE PRECISION) "
             "  ELSE CAST(? AS DOUBLE PRECISION) END, "
             "run_at = CASE WHEN cancel_requested THEN run_at "
-            "  ELSE coalesce(CAST(? AS DOUBLE PRECISION), run_at) END "
+            "  ELSE coalesce(CAST(? AS DOUBLE PRECISION), run_at) END, "
+            "ended_at = CAST(? AS DOUBLE PRECISION) "
             f"WHERE id = ? AND {owned_by} ? AND {still} 'running'"
         )
         self.progress = p(
@@ -302,9 +304,85 @@ class Statements:
             "OR NOT EXISTS (SELECT 1 FROM tasks parent WHERE parent.id = tasks.parent_id "
             "AND parent.status IN ('pending', 'running'))) LIMIT ?) RETURNING id"
         )
+        # The last hours at a glance (runtime.stats): what the engines' `tasks_counted`
+        # trigger wrote, and the queue depth the watchers sample.
+        self.stats_clock = p(
+            f"SELECT {now}, (SELECT sampled_at FROM stats_depth ORDER BY minute DESC LIMIT 1)"
+        )
+        self.stats_rows = p(
+            "SELECT minute, name, outcome, bucket, sum(n) FROM stats_minutes "
+            "WHERE minute >= ? AND minute <= ? GROUP BY minute, name, outcome, bucket"
+        )
+        self.depth_rows = p(
+            "SELECT minute, depth FROM stats_depth WHERE minute >= ? AND minute <= ? "
+            "ORDER BY minute"
+        )
+        self.depth_before = p(
+            "SELECT depth FROM stats_depth WHERE minute < ? ORDER BY minute DESC LIMIT 1"
+        )
+        self.record_depth = p(
+            "INSERT INTO stats_depth (minute, depth, sampled_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (minute) DO UPDATE SET depth = excluded.depth, "
+            "sampled_at = excluded.sampled_at WHERE stats_depth.sampled_at < excluded.sampled_at"
+        )
+        self.purge_stats = p("DELETE FROM stats_minutes WHERE minute < ?")
+        self.purge_depth = p("DELETE FROM stats_depth WHERE minute < ?")
         self.unfinished_children = p(
             f"SELECT id, status FROM tasks {pin('tasks_by_parent')} WHERE parent_id = ? "
             "AND status IN ('pending', 'running')"
+        )
+
+
+# -- the per-minute counts' trigger -----------------------------------------------------------
+
+# An attempt's duration is counted in bucket floor(log2(seconds) * 4): four buckets per
+# doubling, so a percentile read from them is within about 9% of the true one.
+BUCKETS_PER_OCTAVE = 4
+NO_DURATION = -1000  # the bucket of a task cancelled before it started: no attempt to time
+SHORTEST_DURATION = 1e-6  # shorter (or negative, the clock stepped back) counts as this
+
+
+@dataclass(frozen=True, slots=True)
+class CountedOutcome:
+    """The parts of the `tasks_counted` trigger every engine shares: which status changes
+    end an attempt (or a task that never started), and the row each one adds 1 to.
+
+    `when` is a condition on OLD and NEW; the others are values of the `stats_minutes` row:
+    the minute (by the database's clock, when the change is written, so a minute that has
+    passed never changes again), the outcome, and the duration's bucket.
+    """
+
+    when: str
+    minute: str
+    outcome: str
+    bucket: str
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> CountedOutcome:
+        # A retry is the finish of a running attempt back to pending, attempts kept; a
+        # release (shutdown), an unclaim or a dead worker's recovery change released,
+        # attempts or interruptions, and count as nothing.
+        when = (
+            "NEW.status <> OLD.status AND (NEW.status IN ('completed', 'failed', 'cancelled') "
+            "OR (NEW.status = 'pending' AND OLD.status = 'running' "
+            "AND NEW.attempts = OLD.attempts AND NEW.released = OLD.released "
+            "AND NEW.interruptions = OLD.interruptions))"
+        )
+        # A retry has no finished_at: its end is in ended_at (finish writes both).
+        seconds = "coalesce(NEW.finished_at, NEW.ended_at) - NEW.started_at"
+        scale = BUCKETS_PER_OCTAVE / math.log(2)
+        bucket = (
+            f"CAST(floor(ln({dialect.greatest}({seconds}, {SHORTEST_DURATION})) * {scale!r}) "
+            "AS INTEGER)"
+        )
+        return cls(
+            when=when,
+            minute=f"CAST(floor(({dialect.now}) / 60) AS BIGINT) * 60",
+            outcome="CASE WHEN NEW.status = 'pending' THEN 'retried' ELSE NEW.status END",
+            bucket=(
+                f"CASE WHEN OLD.status = 'running' THEN coalesce({bucket}, {NO_DURATION}) "
+                f"ELSE {NO_DURATION} END"
+            ),
         )
 
 

@@ -37,6 +37,7 @@ from tasks_service.models import StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
+    CountedOutcome,
     Dialect,
     Statements,
     event_from_row,
@@ -52,6 +53,18 @@ _OPEN_RETRY_FOR = 30.0  # hosts may start before the database does
 _POOL_SIZE = 10
 # An event's position: its transaction id and sequence number in one ordered integer.
 _POSITION_SHIFT = 40
+
+# SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
+DIALECT = Dialect(
+    numbered_params=True,
+    now="extract(epoch FROM clock_timestamp())::float8",
+    pins_indexes=False,
+    claim_lock="FOR UPDATE SKIP LOCKED",
+    least="least",
+    greatest="greatest",
+    lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
+)
+_COUNTED = CountedOutcome.of(DIALECT)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -249,18 +262,40 @@ MIGRATIONS: list[list[str]] = [
             RETURN NULL;
         END $$""",
     ],
+    [
+        # The last hours at a glance (runtime.stats): each attempt that ends adds 1 to its
+        # minute's row, in the transaction that ends it; the watchers sample the queue depth.
+        # Each process adds to rows of its own (`shard`: its connections' name), so that two
+        # hosts' transactions never wait for each other's row locks; readers sum them.
+        "ALTER TABLE tasks ADD COLUMN ended_at double precision",
+        """CREATE TABLE stats_minutes (
+            minute bigint NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            outcome text NOT NULL,
+            bucket integer NOT NULL,
+            shard text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (minute, name, outcome, bucket, shard)
+        )""",
+        """CREATE TABLE stats_depth (
+            minute bigint PRIMARY KEY,
+            depth bigint NOT NULL,
+            sampled_at double precision NOT NULL
+        )""",
+        f"""CREATE FUNCTION tasks_count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n)
+                VALUES ({_COUNTED.minute}, NEW.name, {_COUNTED.outcome}, {_COUNTED.bucket},
+                    current_setting('application_name'), 1)
+                ON CONFLICT (minute, name, outcome, bucket, shard)
+                DO UPDATE SET n = stats_minutes.n + 1;
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks FOR EACH ROW "
+        f"WHEN ({_COUNTED.when}) EXECUTE FUNCTION tasks_count_outcome()",
+    ],
 ]
 
-# SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
-DIALECT = Dialect(
-    numbered_params=True,
-    now="extract(epoch FROM clock_timestamp())::float8",
-    pins_indexes=False,
-    claim_lock="FOR UPDATE SKIP LOCKED",
-    least="least",
-    greatest="greatest",
-    lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
-)
 # Two hosts firing different ticks of one schedule at once must not both find no active
 # run: the second waits for the first's commit.
 STATEMENTS = Statements(

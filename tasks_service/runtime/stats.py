@@ -1,0 +1,293 @@
+"""The last hours at a glance (GET /stats): per-minute counts, queue depth and durations.
+
+What is stored. The engines' `tasks_counted` trigger adds 1 to a (minute, type, outcome,
+duration bucket) row of `stats_minutes` for every attempt that ends (and every task
+cancelled before it started), in the very transaction that ends it: the counts hold
+whichever process or host ran the task, and cost no write of their own. The minute is the
+database's clock at that write. The queue depth (pending and due) is sampled into
+`stats_depth` by the watchers every few seconds, by whichever gets there first; a minute's
+depth is its last sample. The watchers forget minutes older than a day.
+
+What is read. A minute that ended more than SEALED_AFTER seconds ago can no longer change,
+so each process keeps those in memory, with their percentiles and each whole hour's sums
+worked out once, and reads only the newer minutes from the store: a day's window costs a
+read of the last minute or two and a walk over 24 hours and two partial ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from store import Store
+from tasks_service.sql import BUCKETS_PER_OCTAVE, NO_DURATION
+
+MINUTE = 60
+HOUR = 3600
+KEPT_MINUTES = 1440  # a day: the longest window, and about how long the store keeps them
+SEALED_AFTER = 30.0  # seconds after its end by the database's clock: a minute is final
+DEPTH_SAMPLE_EVERY = 5.0  # seconds between queue depth samples, service-wide
+OUTCOMES = ("completed", "failed", "cancelled", "retried")
+_SLOT = {outcome: slot for slot, outcome in enumerate(OUTCOMES)}
+
+Histogram = dict[int, int]  # duration bucket -> attempts
+
+
+def minute_of(seconds: float) -> int:
+    """The start of the minute `seconds` (Unix time) falls in."""
+    return int(seconds // MINUTE) * MINUTE
+
+
+def percentile(durations: Histogram, timed: int, q: float) -> float | None:
+    """The duration (seconds, 4 significant digits) at `q` (0..1) of `timed` attempts.
+
+    Buckets are log-spaced (BUCKETS_PER_OCTAVE to a doubling), so the value is interpolated
+    geometrically within the bucket the rank falls in: within about 9% of the true one.
+    """
+    if timed <= 0:
+        return None
+    rank = q * timed
+    seen = 0
+    for bucket in sorted(durations):
+        count = durations[bucket]
+        if seen + count >= rank:
+            within = (rank - seen) / count
+            return float(f"{2 ** ((bucket + within) / BUCKETS_PER_OCTAVE):.4g}")
+        seen += count
+    return None
+
+
+@dataclass(slots=True)
+class Tally:
+    """What ended in a span of time (a minute, an hour, a window): counts by outcome in
+    OUTCOMES order, and the attempts' durations."""
+
+    counts: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    durations: Histogram = field(default_factory=dict)
+    timed: int = 0
+
+    def count(self, outcome: str, bucket: int, n: int) -> None:
+        slot = _SLOT.get(outcome)
+        if slot is None:  # an outcome this version does not know: not ours to show
+            return
+        self.counts[slot] += n
+        if bucket != NO_DURATION:
+            self.durations[bucket] = self.durations.get(bucket, 0) + n
+            self.timed += n
+
+    def add(self, other: Tally) -> None:
+        mine, theirs = self.counts, other.counts
+        mine[0] += theirs[0]
+        mine[1] += theirs[1]
+        mine[2] += theirs[2]
+        mine[3] += theirs[3]
+        durations = self.durations
+        for bucket, n in other.durations.items():
+            durations[bucket] = durations.get(bucket, 0) + n
+        self.timed += other.timed
+
+    def p50_p95(self) -> tuple[float | None, float | None]:
+        return (
+            percentile(self.durations, self.timed, 0.50),
+            percentile(self.durations, self.timed, 0.95),
+        )
+
+
+@dataclass(slots=True)
+class Minute:
+    """One minute: what ended in it by task type, and its queue depth sample (if any)."""
+
+    by_type: dict[str, Tally] = field(default_factory=dict)
+    depth: int | None = None
+    # The all-types line of the series: completed, failed, cancelled, retried, p50, p95.
+    line: tuple[int, int, int, int, float | None, float | None] = (0, 0, 0, 0, None, None)
+
+    def tally(self, name: str) -> Tally:
+        found = self.by_type.get(name)
+        if found is None:
+            found = self.by_type[name] = Tally()
+        return found
+
+    def settle(self) -> Minute:
+        """Work out the all-types line, once its rows are all in."""
+        every = Tally()
+        for tally in self.by_type.values():
+            every.add(tally)
+        completed, failed, cancelled, retried = every.counts
+        self.line = (completed, failed, cancelled, retried, *every.p50_p95())
+        return self
+
+
+async def sample_queue_depth(store: Store) -> None:
+    """Sample the queue depth into this minute's row, unless a process (this one or another)
+    did in the last DEPTH_SAMPLE_EVERY seconds of this minute. Called from the watcher's
+    heartbeat: no loop of its own."""
+    now, last = await store.stats_clock()
+    if last is not None and now - last < DEPTH_SAMPLE_EVERY and minute_of(last) == minute_of(now):
+        return
+    depth, _ = await store.queue_stats()
+    await store.record_depth(minute_of(now), depth, now)
+
+
+async def forget_old_minutes(store: Store) -> None:
+    """Keep a day of minutes, and an hour more (the depth carried into a day's window)."""
+    await store.purge_stats(minute_of(time.time()) - (KEPT_MINUTES + 60) * MINUTE)
+
+
+class StatsReader:
+    """Answers GET /stats from the store, keeping the minutes that can no longer change."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # Every sealed minute from _kept_from to _kept_through that has anything is in _kept.
+        self._kept: dict[int, Minute] = {}
+        self._kept_from = 0
+        self._kept_through = -MINUTE  # nothing kept yet
+        self._hours: dict[int, dict[str, Tally]] = {}  # sums of whole kept hours, by start
+        self._lock = asyncio.Lock()  # one refresh at a time: they share what is kept
+
+    async def glance(self, minutes: int) -> dict[str, list[dict[str, Any]]]:
+        """`{"series": [...], "by_type": [...]}` of the `minutes` minutes up to this one."""
+        async with self._lock:
+            now, _ = await self.store.stats_clock()
+            last = minute_of(now)
+            first = last - (minutes - 1) * MINUTE
+            fresh = await self._refresh(first, last, now)
+            depth = await self.store.depth_before(first)
+            return {
+                "series": self._series(first, last, fresh, depth or 0),
+                "by_type": self._by_type(first, last, fresh),
+            }
+
+    async def _refresh(self, first: int, last: int, now: float) -> dict[int, Minute]:
+        """Read what is not kept yet; keep what became final. The minutes that may still
+        change (the last one or two) are returned, not kept."""
+        if first < self._kept_from or self._kept_through < first - MINUTE:
+            self._kept.clear()
+            self._hours.clear()
+            self._kept_from, self._kept_through = first, first - MINUTE
+        read_from = self._kept_through + MINUTE
+        rows = await self.store.stats_rows(read_from, last, scan=last - read_from > 10 * MINUTE)
+        depths = await self.store.depth_rows(read_from, last)
+        read: dict[int, Minute] = {}
+        for minute, name, outcome, bucket, n in rows:
+            found = read.get(minute)
+            if found is None:
+                found = read[minute] = Minute()
+            found.tally(name).count(outcome, bucket, n)
+        for minute, depth in depths:
+            read.setdefault(minute, Minute()).depth = depth
+        sealed = minute_of(now - SEALED_AFTER) - MINUTE  # the newest minute that is final
+        fresh: dict[int, Minute] = {}
+        for minute, found in read.items():
+            found.settle()
+            if minute <= sealed:
+                self._kept[minute] = found
+            else:
+                fresh[minute] = found
+        self._kept_through = max(self._kept_through, min(sealed, last))
+        self._forget_before(last - (KEPT_MINUTES - 1) * MINUTE)
+        return fresh
+
+    def _forget_before(self, oldest: int) -> None:
+        if self._kept_from >= oldest:
+            return
+        for minute in [m for m in self._kept if m < oldest]:
+            del self._kept[minute]
+        for hour in [h for h in self._hours if h < oldest]:
+            del self._hours[hour]
+        self._kept_from = oldest
+
+    def _minute(self, minute: int, fresh: dict[int, Minute]) -> Minute | None:
+        return self._kept.get(minute) if minute <= self._kept_through else fresh.get(minute)
+
+    def _series(
+        self, first: int, last: int, fresh: dict[int, Minute], depth: int
+    ) -> list[dict[str, Any]]:
+        """One item per minute, oldest first; a minute without a depth sample repeats the
+        one before (nothing sampled it: the service was down, or only just started)."""
+        series = []
+        for minute in range(first, last + MINUTE, MINUTE):
+            found = self._minute(minute, fresh)
+            line: tuple[Any, ...] = (0, 0, 0, 0, None, None)
+            if found is not None:
+                line = found.line
+                if found.depth is not None:
+                    depth = found.depth
+            series.append(
+                {
+                    "minute": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute)),
+                    "completed": line[0],
+                    "failed": line[1],
+                    "cancelled": line[2],
+                    "retried": line[3],
+                    "queue_depth": depth,
+                    "duration_p50": line[4],
+                    "duration_p95": line[5],
+                }
+            )
+        return series
+
+    def _by_type(self, first: int, last: int, fresh: dict[int, Minute]) -> list[dict[str, Any]]:
+        """Each task type's sums over the window: whole kept hours from their sums, the
+        minutes around them one by one."""
+        totals: dict[str, Tally] = {}
+        minute = first
+        while minute <= last:
+            spans = [self._hour(minute)] if self._is_whole_kept_hour(minute, last) else []
+            if spans:
+                minute += HOUR
+            else:
+                found = self._minute(minute, fresh)
+                spans = [found.by_type] if found is not None else []
+                minute += MINUTE
+            for by_type in spans:
+                for name, tally in by_type.items():
+                    total = totals.get(name)
+                    if total is None:
+                        total = totals[name] = Tally()
+                    total.add(tally)
+        items = []
+        for name in sorted(totals):
+            total = totals[name]
+            if not any(total.counts):
+                continue
+            p50, p95 = total.p50_p95()
+            items.append(
+                {
+                    "name": name,
+                    "completed": total.counts[0],
+                    "failed": total.counts[1],
+                    "cancelled": total.counts[2],
+                    "duration_p50": p50,
+                    "duration_p95": p95,
+                }
+            )
+        return items
+
+    def _is_whole_kept_hour(self, minute: int, last: int) -> bool:
+        end = minute + HOUR - MINUTE
+        return (
+            minute % HOUR == 0
+            and minute >= self._kept_from
+            and end <= last
+            and end <= self._kept_through
+        )
+
+    def _hour(self, start: int) -> dict[str, Tally]:
+        """The sums of a whole kept hour by type, worked out once."""
+        found = self._hours.get(start)
+        if found is None:
+            found = self._hours[start] = {}
+            for minute in range(start, start + HOUR, MINUTE):
+                kept = self._kept.get(minute)
+                if kept is None:
+                    continue
+                for name, tally in kept.by_type.items():
+                    total = found.get(name)
+                    if total is None:
+                        total = found[name] = Tally()
+                    total.add(tally)
+        return found
