@@ -83,6 +83,13 @@ class Store(abc.ABC):
         """Statements in one transaction, in order; the rows of each."""
 
     @abc.abstractmethod
+    def _count_ended(self, name: str, outcome: str, seconds: float | None) -> None:
+        """Count an attempt's end into the transaction of the write queued just before it:
+        its process knows how it ended and how long it ran, and one row per batch is far
+        cheaper than a trigger per task. What no finish counts, a trigger does (see
+        sql.CountedOutcome)."""
+
+    @abc.abstractmethod
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
         """Queue a progress update; only the latest per task reaches the next commit."""
 
@@ -263,28 +270,34 @@ class Store(abc.ABC):
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
         return tasks
 
-    def finish(self, task: Task, outcome: Outcome) -> asyncio.Future[None]:
-        """Record how an attempt ended; a no-op unless `task.owner` still runs it.
+    def finish(
+        self, task: Task, outcome: Outcome, seconds: float | None = None
+    ) -> asyncio.Future[None]:
+        """Record how an attempt ended (it ran `seconds`); a no-op unless `task.owner` still
+        runs it. Counted for GET /stats in the same transaction (see `_count_ended`).
 
         Queued at once (so the caller may move on, e.g. free the task's slot, and let the
         next claim share this write's transaction); the returned future is its commit.
         """
         now = time.time()
-        finished_at = None if outcome.status is TaskStatus.PENDING else now
-        return self._write(
+        pending = outcome.status is TaskStatus.PENDING
+        ended_as = "retried" if pending else outcome.status.value
+        committed = self._write(
             self.sql.finish,
             (
                 outcome.status.value,
                 outcome.result_json,
                 outcome.error,
                 now,
-                finished_at,
+                None if pending else now,
                 outcome.retry_at,
-                now,
+                ended_as,
                 task.id,
                 task.owner,
             ),
         )
+        self._count_ended(task.name, ended_as, seconds)
+        return committed
 
     async def release(self, task: Task) -> None:
         """Give a running task back (graceful shutdown), or cancel it if that was asked."""

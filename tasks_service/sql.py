@@ -143,7 +143,7 @@ class Statements:
             "  ELSE CAST(? AS DOUBLE PRECISION) END, "
             "run_at = CASE WHEN cancel_requested THEN run_at "
             "  ELSE coalesce(CAST(? AS DOUBLE PRECISION), run_at) END, "
-            "ended_at = CAST(? AS DOUBLE PRECISION) "
+            "ended_as = CAST(? AS TEXT) "
             f"WHERE id = ? AND {owned_by} ? AND {still} 'running'"
         )
         self.progress = p(
@@ -325,6 +325,13 @@ class Statements:
             "ON CONFLICT (minute) DO UPDATE SET depth = excluded.depth, "
             "sampled_at = excluded.sampled_at WHERE stats_depth.sampled_at < excluded.sampled_at"
         )
+        # A batch's finishes, counted by their process (group_commit.EndedCounts).
+        self.add_ended = p(
+            "INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n) "
+            f"VALUES ({minute_now(dialect)}, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (minute, name, outcome, bucket, shard) "
+            "DO UPDATE SET n = stats_minutes.n + excluded.n"
+        )
         self.purge_stats = p("DELETE FROM stats_minutes WHERE minute < ?")
         self.purge_depth = p("DELETE FROM stats_depth WHERE minute < ?")
         self.unfinished_children = p(
@@ -333,57 +340,90 @@ class Statements:
         )
 
 
-# -- the per-minute counts' trigger -----------------------------------------------------------
+# -- the per-minute counts ----------------------------------------------------------------------
 
 # An attempt's duration is counted in bucket floor(log2(seconds) * 4): four buckets per
 # doubling, so a percentile read from them is within about 9% of the true one.
 BUCKETS_PER_OCTAVE = 4
-NO_DURATION = -1000  # the bucket of a task cancelled before it started: no attempt to time
-SHORTEST_DURATION = 1e-6  # shorter (or negative, the clock stepped back) counts as this
+NO_DURATION = -1000  # the bucket of a count without a duration of its own
+SHORTEST_DURATION = 1e-6  # shorter (or negative: a clock stepped back) counts as this
+
+
+def duration_bucket(seconds: float | None) -> int:
+    if seconds is None:
+        return NO_DURATION
+    return math.floor(math.log2(max(seconds, SHORTEST_DURATION)) * BUCKETS_PER_OCTAVE)
+
+
+def minute_now(dialect: Dialect) -> str:
+    """The start of the database clock's current minute (Unix seconds), as SQL."""
+    return f"CAST(floor(({dialect.now}) / 60) AS BIGINT) * 60"
 
 
 @dataclass(frozen=True, slots=True)
 class CountedOutcome:
-    """The parts of the `tasks_counted` trigger every engine shares: which status changes
-    end an attempt (or a task that never started), and the row each one adds 1 to.
+    """The `tasks_counted` trigger's parts, shared by the engines: the rare ends of a task
+    that no process's finish counts.
 
-    `when` is a condition on OLD and NEW; the others are values of the `stats_minutes` row:
-    the minute (by the database's clock, when the change is written, so a minute that has
-    passed never changes again), the outcome, and the duration's bucket.
+    A finish (the runner's record of how an attempt ended) is counted by its process, with
+    the attempt's duration, in the same transaction (see group_commit.EndedCounts): a
+    per-row trigger on that hot path would cost ~10% of throughput. What the trigger counts
+    fires rarely, and its WHEN costs nothing otherwise:
+
+    - a task cancelled before it started (`unstarted`);
+    - a running task ended by another writer: a shutdown's release of a task whose cancel
+      was asked, or the recovery of a dead worker's task, cancelled or given up
+      (`handed`; released or interruptions changed);
+    - a finish overridden by a cancel stored meanwhile (`overridden`): the finish counted
+      what its process asked (`ended_as`), the trigger moves that count to cancelled.
+
+    Minutes are the database's clock at the write, as for the finishes' counts.
     """
 
     when: str
-    minute: str
-    outcome: str
-    bucket: str
+    overridden: str
+    bucket: str  # of the +1 row: the duration for `handed`, else none
+    shard: str  # PostgreSQL: each process's own rows
 
     @classmethod
-    def of(cls, dialect: Dialect) -> CountedOutcome:
-        # A retry is the finish of a running attempt back to pending, attempts kept; a
-        # release (shutdown), an unclaim or a dead worker's recovery change released,
-        # attempts or interruptions, and count as nothing.
-        when = (
-            "NEW.status <> OLD.status AND (NEW.status IN ('completed', 'failed', 'cancelled') "
-            "OR (NEW.status = 'pending' AND OLD.status = 'running' "
-            "AND NEW.attempts = OLD.attempts AND NEW.released = OLD.released "
-            "AND NEW.interruptions = OLD.interruptions))"
+    def of(cls, dialect: Dialect, *, shard: str) -> CountedOutcome:
+        by_finish = "NEW.released = OLD.released AND NEW.interruptions = OLD.interruptions"
+        unstarted = "OLD.status = 'pending' AND NEW.status = 'cancelled'"
+        handed = (
+            "OLD.status = 'running' AND NEW.status IN ('cancelled', 'failed') "
+            f"AND NOT ({by_finish})"
         )
-        # A retry has no finished_at: its end is in ended_at (finish writes both).
-        seconds = "coalesce(NEW.finished_at, NEW.ended_at) - NEW.started_at"
+        overridden = (
+            f"OLD.status = 'running' AND NEW.status = 'cancelled' AND {by_finish} "
+            "AND coalesce(NEW.ended_as, '') <> 'cancelled'"
+        )
         scale = BUCKETS_PER_OCTAVE / math.log(2)
-        bucket = (
-            f"CAST(floor(ln({dialect.greatest}({seconds}, {SHORTEST_DURATION})) * {scale!r}) "
-            "AS INTEGER)"
-        )
+        seconds = f"{dialect.greatest}(NEW.finished_at - NEW.started_at, {SHORTEST_DURATION})"
+        timed = f"CAST(floor(ln({seconds}) * {scale!r}) AS INTEGER)"
         return cls(
-            when=when,
-            minute=f"CAST(floor(({dialect.now}) / 60) AS BIGINT) * 60",
-            outcome="CASE WHEN NEW.status = 'pending' THEN 'retried' ELSE NEW.status END",
+            when=f"({unstarted}) OR ({handed}) OR ({overridden})",
+            overridden=overridden,
             bucket=(
-                f"CASE WHEN OLD.status = 'running' THEN coalesce({bucket}, {NO_DURATION}) "
-                f"ELSE {NO_DURATION} END"
+                f"CASE WHEN {handed} THEN coalesce({timed}, {NO_DURATION}) ELSE {NO_DURATION} END"
             ),
+            shard=shard,
         )
+
+    def rows(self, dialect: Dialect) -> list[str]:
+        """The trigger body's statements: +1 to the new status, and for an overridden
+        finish -1 to what it asked (its duration stays counted: the attempt did run)."""
+        upsert = (
+            "ON CONFLICT (minute, name, outcome, bucket, shard) DO UPDATE "
+            "SET n = stats_minutes.n + excluded.n"
+        )
+        insert = "INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n) "
+        minute = minute_now(dialect)
+        return [
+            f"{insert}VALUES ({minute}, NEW.name, NEW.status, {self.bucket}, {self.shard}, 1) "
+            f"{upsert}",
+            f"{insert}SELECT {minute}, NEW.name, NEW.ended_as, {NO_DURATION}, {self.shard}, -1 "
+            f"WHERE {self.overridden} {upsert}",
+        ]
 
 
 # -- rows and records ------------------------------------------------------------------------

@@ -32,7 +32,12 @@ from typing import Any
 import asyncpg
 
 from store import Store, StoreOpenError
-from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
+from tasks_service.engines.group_commit import (
+    EndedCounts,
+    GroupCommitted,
+    GroupCommitter,
+    Write,
+)
 from tasks_service.models import StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
@@ -64,7 +69,8 @@ DIALECT = Dialect(
     greatest="greatest",
     lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
 )
-_COUNTED = CountedOutcome.of(DIALECT)
+_COUNTED = CountedOutcome.of(DIALECT, shard="current_setting('application_name')")
+_COUNTED_ROWS = _COUNTED.rows(DIALECT)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -263,11 +269,12 @@ MIGRATIONS: list[list[str]] = [
         END $$""",
     ],
     [
-        # The last hours at a glance (runtime.stats): each attempt that ends adds 1 to its
-        # minute's row, in the transaction that ends it; the watchers sample the queue depth.
-        # Each process adds to rows of its own (`shard`: its connections' name), so that two
-        # hosts' transactions never wait for each other's row locks; readers sum them.
-        "ALTER TABLE tasks ADD COLUMN ended_at double precision",
+        # The last hours at a glance (runtime.stats): the attempts that ended in each minute,
+        # by type, outcome and duration, counted in the transactions that end them (see
+        # sql.CountedOutcome); the queue depth, sampled by the watchers. Each process adds
+        # to rows of its own (`shard`: its connections' name), so that two hosts'
+        # transactions never wait for each other's row locks; readers sum them.
+        "ALTER TABLE tasks ADD COLUMN ended_as text",
         """CREATE TABLE stats_minutes (
             minute bigint NOT NULL,
             name text COLLATE "C" NOT NULL,
@@ -284,11 +291,8 @@ MIGRATIONS: list[list[str]] = [
         )""",
         f"""CREATE FUNCTION tasks_count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n)
-                VALUES ({_COUNTED.minute}, NEW.name, {_COUNTED.outcome}, {_COUNTED.bucket},
-                    current_setting('application_name'), 1)
-                ON CONFLICT (minute, name, outcome, bucket, shard)
-                DO UPDATE SET n = stats_minutes.n + 1;
+            {_COUNTED_ROWS[0]};
+            {_COUNTED_ROWS[1]};
             RETURN NULL;
         END $$""",
         "CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks FOR EACH ROW "
@@ -367,12 +371,15 @@ class PostgresStore(GroupCommitted, Store):
         self._listener: asyncpg.Connection | None = None
         self._notified = asyncio.Event()
         self._notified.set()  # the first look always looks
+        # Each process counts into rows of its own: hosts never wait on each other's locks.
+        self._ended = EndedCounts(self.sql.add_ended, shard=self.name)
         self._committer = GroupCommitter(
             self._run_batch,
             errors=_DATABASE_ERRORS,
             diagnose=_diagnose,
             progress_sql=self.sql.progress,
             name="pg-store-group-commit",
+            ended=self._ended,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

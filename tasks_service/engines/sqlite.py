@@ -27,7 +27,12 @@ from typing import Any
 import aiosqlite
 
 from store import Store, StoreOpenError
-from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
+from tasks_service.engines.group_commit import (
+    EndedCounts,
+    GroupCommitted,
+    GroupCommitter,
+    Write,
+)
 from tasks_service.engines.sqlite_writer import SqliteWriter
 from tasks_service.models import StoreUnavailable, TaskEvent
 from tasks_service.sql import (
@@ -60,7 +65,8 @@ DIALECT = Dialect(
     greatest="max",
     lock_limited_claims=None,
 )
-_COUNTED = CountedOutcome.of(DIALECT)
+_COUNTED = CountedOutcome.of(DIALECT, shard="''")
+_COUNTED_ROWS = _COUNTED.rows(DIALECT)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -216,16 +222,18 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX tasks_by_parent ON tasks (parent_id, id) WHERE parent_id IS NOT NULL",
     ],
     [
-        # The last hours at a glance (runtime.stats): each attempt that ends adds 1 to its
-        # minute's row, in the transaction that ends it; the watchers sample the queue depth.
-        "ALTER TABLE tasks ADD COLUMN ended_at REAL",
+        # The last hours at a glance (runtime.stats): the attempts that ended in each minute,
+        # by type, outcome and duration, counted in the transactions that end them (see
+        # sql.CountedOutcome); the queue depth, sampled by the watchers.
+        "ALTER TABLE tasks ADD COLUMN ended_as TEXT",
         """CREATE TABLE stats_minutes (
             minute INTEGER NOT NULL,
             name TEXT NOT NULL,
             outcome TEXT NOT NULL,
             bucket INTEGER NOT NULL,
+            shard TEXT NOT NULL,
             n INTEGER NOT NULL,
-            PRIMARY KEY (minute, name, outcome, bucket)
+            PRIMARY KEY (minute, name, outcome, bucket, shard)
         ) WITHOUT ROWID""",
         """CREATE TABLE stats_depth (
             minute INTEGER PRIMARY KEY,
@@ -234,9 +242,8 @@ MIGRATIONS: list[list[str]] = [
         )""",
         f"""CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks
         WHEN {_COUNTED.when} BEGIN
-            INSERT INTO stats_minutes (minute, name, outcome, bucket, n)
-                VALUES ({_COUNTED.minute}, NEW.name, {_COUNTED.outcome}, {_COUNTED.bucket}, 1)
-                ON CONFLICT (minute, name, outcome, bucket) DO UPDATE SET n = n + 1;
+            {_COUNTED_ROWS[0]};
+            {_COUNTED_ROWS[1]};
         END""",
     ],
 ]
@@ -260,12 +267,14 @@ class SqliteStore(GroupCommitted, Store):
         # Scans that grow with the table (metrics) get a connection of their own, so that a
         # scrape never makes GET /tasks/{id} wait behind it.
         self._scanner: aiosqlite.Connection | None = None
+        self._ended = EndedCounts(self.sql.add_ended, shard="")  # one writer: no shards
         self._committer = GroupCommitter(
             self._run_batch,
             errors=(sqlite3.OperationalError, sqlite3.DatabaseError),
             diagnose=lambda exc: None,
             progress_sql=self.sql.progress,
             name="store-group-commit",
+            ended=self._ended,
         )
         self._data_version: int | None = None
 
