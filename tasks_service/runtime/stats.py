@@ -17,6 +17,7 @@ read of the last minute or two and a walk over 24 hours and two partial ones.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +89,9 @@ class Tally:
             durations[bucket] = durations.get(bucket, 0) + n
         self.timed += other.timed
 
+    def copy(self) -> Tally:
+        return Tally(list(self.counts), dict(self.durations), self.timed)
+
     def p50_p95(self) -> tuple[float | None, float | None]:
         return (
             percentile(self.durations, self.timed, 0.50),
@@ -97,12 +101,14 @@ class Tally:
 
 @dataclass(slots=True)
 class Minute:
-    """One minute: what ended in it by task type, and its queue depth sample (if any)."""
+    """One minute: what ended in it by task type, its queue depth sample (if any), and its
+    item of the series as JSON, worked out once (the depth goes between `head` and `tail`:
+    a minute without a sample shows the one before)."""
 
     by_type: dict[str, Tally] = field(default_factory=dict)
     depth: int | None = None
-    # The all-types line of the series: completed, failed, cancelled, retried, p50, p95.
-    line: tuple[int, int, int, int, float | None, float | None] = (0, 0, 0, 0, None, None)
+    head: str = ""
+    tail: str = ""
 
     def tally(self, name: str) -> Tally:
         found = self.by_type.get(name)
@@ -110,14 +116,24 @@ class Minute:
             found = self.by_type[name] = Tally()
         return found
 
-    def settle(self) -> Minute:
-        """Work out the all-types line, once its rows are all in."""
+    def settle(self, start: int) -> Minute:
+        """Write its item of the series, once its rows are all in."""
         every = Tally()
         for tally in self.by_type.values():
             every.add(tally)
         completed, failed, cancelled, retried = every.counts
-        self.line = (completed, failed, cancelled, retried, *every.p50_p95())
+        p50, p95 = every.p50_p95()
+        moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+        self.head = (
+            f'{{"minute":"{moment}","completed":{completed},"failed":{failed},'
+            f'"cancelled":{cancelled},"retried":{retried},"queue_depth":'
+        )
+        self.tail = f',"duration_p50":{_number(p50)},"duration_p95":{_number(p95)}}}'
         return self
+
+
+def _number(value: float | None) -> str:
+    return "null" if value is None else repr(value)
 
 
 async def sample_queue_depth(store: Store) -> None:
@@ -139,27 +155,34 @@ async def forget_old_minutes(store: Store) -> None:
 class StatsReader:
     """Answers GET /stats from the store, keeping the minutes that can no longer change."""
 
+    _SUMS_KEPT = 8  # sums of kept spans remembered (windows asked for within a minute)
+
     def __init__(self, store: Store) -> None:
         self.store = store
-        # Every sealed minute from _kept_from to _kept_through that has anything is in _kept.
+        # Every sealed minute from _kept_from to _kept_through, by its start.
         self._kept: dict[int, Minute] = {}
         self._kept_from = 0
         self._kept_through = -MINUTE  # nothing kept yet
         self._hours: dict[int, dict[str, Tally]] = {}  # sums of whole kept hours, by start
+        self._sums: dict[tuple[int, int], dict[str, Tally]] = {}  # of kept spans, by ends
         self._lock = asyncio.Lock()  # one refresh at a time: they share what is kept
 
     async def glance(self, minutes: int) -> dict[str, list[dict[str, Any]]]:
         """`{"series": [...], "by_type": [...]}` of the `minutes` minutes up to this one."""
+        answer: dict[str, list[dict[str, Any]]] = json.loads(await self.glance_json(minutes))
+        return answer
+
+    async def glance_json(self, minutes: int) -> bytes:
+        """The same as JSON, made from each kept minute's own JSON (a day is 1,440 items)."""
         async with self._lock:
             now, _ = await self.store.stats_clock()
             last = minute_of(now)
             first = last - (minutes - 1) * MINUTE
             fresh = await self._refresh(first, last, now)
             depth = await self.store.depth_before(first)
-            return {
-                "series": self._series(first, last, fresh, depth or 0),
-                "by_type": self._by_type(first, last, fresh),
-            }
+            series = self._series(first, last, fresh, depth or 0)
+            by_type = json.dumps(self._by_type(first, last, fresh), separators=(",", ":"))
+        return f'{{"series":{series},"by_type":{by_type}}}'.encode()
 
     async def _refresh(self, first: int, last: int, now: float) -> dict[int, Minute]:
         """Read what is not kept yet; keep what became final. The minutes that may still
@@ -167,22 +190,20 @@ class StatsReader:
         if first < self._kept_from or self._kept_through < first - MINUTE:
             self._kept.clear()
             self._hours.clear()
+            self._sums.clear()
             self._kept_from, self._kept_through = first, first - MINUTE
         read_from = self._kept_through + MINUTE
         rows = await self.store.stats_rows(read_from, last, scan=last - read_from > 10 * MINUTE)
         depths = await self.store.depth_rows(read_from, last)
-        read: dict[int, Minute] = {}
+        read = {minute: Minute() for minute in range(read_from, last + MINUTE, MINUTE)}
         for minute, name, outcome, bucket, n in rows:
-            found = read.get(minute)
-            if found is None:
-                found = read[minute] = Minute()
-            found.tally(name).count(outcome, bucket, n)
+            read[minute].tally(name).count(outcome, bucket, n)
         for minute, depth in depths:
-            read.setdefault(minute, Minute()).depth = depth
+            read[minute].depth = depth
         sealed = minute_of(now - SEALED_AFTER) - MINUTE  # the newest minute that is final
         fresh: dict[int, Minute] = {}
         for minute, found in read.items():
-            found.settle()
+            found.settle(minute)
             if minute <= sealed:
                 self._kept[minute] = found
             else:
@@ -194,61 +215,34 @@ class StatsReader:
     def _forget_before(self, oldest: int) -> None:
         if self._kept_from >= oldest:
             return
-        for minute in [m for m in self._kept if m < oldest]:
-            del self._kept[minute]
+        for minute in range(self._kept_from, min(oldest, self._kept_through + MINUTE), MINUTE):
+            self._kept.pop(minute, None)
         for hour in [h for h in self._hours if h < oldest]:
             del self._hours[hour]
+        self._sums = {ends: sums for ends, sums in self._sums.items() if ends[0] >= oldest}
         self._kept_from = oldest
 
-    def _minute(self, minute: int, fresh: dict[int, Minute]) -> Minute | None:
-        return self._kept.get(minute) if minute <= self._kept_through else fresh.get(minute)
+    def _minute(self, minute: int, fresh: dict[int, Minute]) -> Minute:
+        return self._kept[minute] if minute <= self._kept_through else fresh[minute]
 
-    def _series(
-        self, first: int, last: int, fresh: dict[int, Minute], depth: int
-    ) -> list[dict[str, Any]]:
-        """One item per minute, oldest first; a minute without a depth sample repeats the
-        one before (nothing sampled it: the service was down, or only just started)."""
-        series = []
+    def _series(self, first: int, last: int, fresh: dict[int, Minute], depth: int) -> str:
+        """One item per minute, oldest first, as JSON; a minute without a depth sample
+        repeats the one before (nothing sampled it: the service was down, or just began)."""
+        items = []
         for minute in range(first, last + MINUTE, MINUTE):
             found = self._minute(minute, fresh)
-            line: tuple[Any, ...] = (0, 0, 0, 0, None, None)
-            if found is not None:
-                line = found.line
-                if found.depth is not None:
-                    depth = found.depth
-            series.append(
-                {
-                    "minute": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minute)),
-                    "completed": line[0],
-                    "failed": line[1],
-                    "cancelled": line[2],
-                    "retried": line[3],
-                    "queue_depth": depth,
-                    "duration_p50": line[4],
-                    "duration_p95": line[5],
-                }
-            )
-        return series
+            if found.depth is not None:
+                depth = found.depth
+            items.append(f"{found.head}{depth}{found.tail}")
+        return f"[{','.join(items)}]"
 
     def _by_type(self, first: int, last: int, fresh: dict[int, Minute]) -> list[dict[str, Any]]:
-        """Each task type's sums over the window: whole kept hours from their sums, the
-        minutes around them one by one."""
-        totals: dict[str, Tally] = {}
-        minute = first
-        while minute <= last:
-            spans = [self._hour(minute)] if self._is_whole_kept_hour(minute, last) else []
-            if spans:
-                minute += HOUR
-            else:
-                found = self._minute(minute, fresh)
-                spans = [found.by_type] if found is not None else []
-                minute += MINUTE
-            for by_type in spans:
-                for name, tally in by_type.items():
-                    total = totals.get(name)
-                    if total is None:
-                        total = totals[name] = Tally()
-                    total.add(tally)
+        """Each task type's sums over the window: the kept span's (worked out once per
+        span), then the minutes that may still change."""
+        kept_end = min(last, self._kept_through)
+        totals = {name: tally.copy() for name, tally in self._kept_sums(first, kept_end).items()}
+        for minute in range(max(first, kept_end + MINUTE), last + MINUTE, MINUTE):
+            _add_all(totals, fresh[minute].by_type)
         items = []
         for name in sorted(totals):
             total = totals[name]
@@ -267,14 +261,27 @@ class StatsReader:
             )
         return items
 
-    def _is_whole_kept_hour(self, minute: int, last: int) -> bool:
-        end = minute + HOUR - MINUTE
-        return (
-            minute % HOUR == 0
-            and minute >= self._kept_from
-            and end <= last
-            and end <= self._kept_through
-        )
+    def _kept_sums(self, first: int, end: int) -> dict[str, Tally]:
+        """By type, the sums of the kept minutes `first` to `end`: whole hours from their
+        sums, the minutes around them one by one; remembered, as they never change."""
+        if end < first:
+            return {}
+        found = self._sums.get((first, end))
+        if found is not None:
+            return found
+        sums: dict[str, Tally] = {}
+        minute = first
+        while minute <= end:
+            if minute % HOUR == 0 and minute + HOUR - MINUTE <= end:
+                _add_all(sums, self._hour(minute))
+                minute += HOUR
+            else:
+                _add_all(sums, self._kept[minute].by_type)
+                minute += MINUTE
+        if len(self._sums) >= self._SUMS_KEPT:
+            del self._sums[next(iter(self._sums))]
+        self._sums[(first, end)] = sums
+        return sums
 
     def _hour(self, start: int) -> dict[str, Tally]:
         """The sums of a whole kept hour by type, worked out once."""
@@ -282,12 +289,13 @@ class StatsReader:
         if found is None:
             found = self._hours[start] = {}
             for minute in range(start, start + HOUR, MINUTE):
-                kept = self._kept.get(minute)
-                if kept is None:
-                    continue
-                for name, tally in kept.by_type.items():
-                    total = found.get(name)
-                    if total is None:
-                        total = found[name] = Tally()
-                    total.add(tally)
+                _add_all(found, self._kept[minute].by_type)
         return found
+
+
+def _add_all(totals: dict[str, Tally], by_type: dict[str, Tally]) -> None:
+    for name, tally in by_type.items():
+        total = totals.get(name)
+        if total is None:
+            total = totals[name] = Tally()
+        total.add(tally)
