@@ -480,12 +480,24 @@ class Store(abc.ABC):
         rows = await self._read(self.sql.stats_clock)
         return float(rows[0][0]), None if rows[0][1] is None else float(rows[0][1])
 
-    async def stats_rows(
-        self, first: int, last: int, *, scan: bool = False
-    ) -> list[tuple[int, str, str, int, int]]:
-        """(minute, type, outcome, bucket, count) of the minutes from `first` to `last`."""
-        rows = await self._read(self.sql.stats_rows, (first, last), scan=scan)
-        return [(int(r[0]), r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+    async def stats_since(
+        self, first: int, *, scan: bool = False
+    ) -> tuple[float, list[tuple[int, str, str, int, int]], list[tuple[int, int]]]:
+        """In one trip: the database's clock, then from minute `first` on, (minute, type,
+        outcome, bucket, count) rows and (minute, depth) samples."""
+        counts: list[tuple[int, str, str, int, int]] = []
+        depths: list[tuple[int, int]] = []
+        now = 0.0
+        for kind, minute, name, outcome, value, n in await self._read(
+            self.sql.stats_since, (first, first), scan=scan
+        ):
+            if kind == 0:
+                counts.append((int(minute), name, outcome, int(value), int(n)))
+            elif kind == 1:
+                depths.append((int(minute), int(value)))
+            else:
+                now = float(minute)
+        return now, counts, depths
 
     async def depth_rows(self, first: int, last: int) -> list[tuple[int, int]]:
         """(minute, depth) of the minutes from `first` to `last` that have a sample."""

@@ -309,9 +309,13 @@ class Statements:
         self.stats_clock = p(
             f"SELECT {now}, (SELECT sampled_at FROM stats_depth ORDER BY minute DESC LIMIT 1)"
         )
-        self.stats_rows = p(
-            "SELECT minute, name, outcome, bucket, sum(n) FROM stats_minutes "
-            "WHERE minute >= ? AND minute <= ? GROUP BY minute, name, outcome, bucket"
+        # Everything from a minute on, in one trip: counts (kind 0), depth samples (kind 1),
+        # and the database's clock (kind 2).
+        self.stats_since = p(
+            "SELECT 0, minute, name, outcome, bucket, sum(n) FROM stats_minutes "
+            "WHERE minute >= ? GROUP BY minute, name, outcome, bucket "
+            "UNION ALL SELECT 1, minute, NULL, NULL, depth, NULL FROM stats_depth "
+            f"WHERE minute >= ? UNION ALL SELECT 2, {now}, NULL, NULL, NULL, NULL"
         )
         self.depth_rows = p(
             "SELECT minute, depth FROM stats_depth WHERE minute >= ? AND minute <= ? "

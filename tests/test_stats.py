@@ -208,7 +208,8 @@ async def test_percentiles_from_the_buckets_are_within_nine_percent() -> None:
 
 
 class MadeUpStore:
-    """The four reads StatsReader makes, over rows held here; its clock is set by the test."""
+    """The reads StatsReader makes, over rows held here; its clock is set by the test (and
+    runs ahead of this host's, as a database's may)."""
 
     def __init__(self) -> None:
         self.now = 1_800_000_000.0
@@ -216,22 +217,17 @@ class MadeUpStore:
         self.depths: dict[int, int] = {}
         self.reads: list[tuple[int, int]] = []
 
-    async def stats_clock(self) -> tuple[float, float | None]:
-        return self.now, None
-
-    async def stats_rows(
-        self, first: int, last: int, *, scan: bool = False
-    ) -> list[tuple[int, str, str, int, int]]:
-        self.reads.append((first, last))
+    async def stats_since(
+        self, first: int, *, scan: bool = False
+    ) -> tuple[float, list[tuple[int, str, str, int, int]], list[tuple[int, int]]]:
+        self.reads.append((first, minute_of(self.now)))
         summed: dict[tuple[int, str, str, int], int] = {}
         for minute, name, outcome, bucket, n in self.rows:
-            if first <= minute <= last:
+            if first <= minute:
                 key = (minute, name, outcome, bucket)
                 summed[key] = summed.get(key, 0) + n
-        return [(*key, n) for key, n in summed.items()]
-
-    async def depth_rows(self, first: int, last: int) -> list[tuple[int, int]]:
-        return sorted((m, d) for m, d in self.depths.items() if first <= m <= last)
+        depths = sorted((m, d) for m, d in self.depths.items() if first <= m)
+        return self.now, [(*key, n) for key, n in summed.items()], depths
 
     async def depth_before(self, minute: int) -> int | None:
         earlier = [m for m in self.depths if m < minute]

@@ -165,6 +165,8 @@ class StatsReader:
         self._kept_through = -MINUTE  # nothing kept yet
         self._hours: dict[int, dict[str, Tally]] = {}  # sums of whole kept hours, by start
         self._sums: dict[tuple[int, int], dict[str, Tally]] = {}  # of kept spans, by ends
+        self._depth_before: dict[int, int] = {}  # the depth carried into a window, by start
+        self._skew = 0.0  # the database's clock less this host's, as last seen
         self._lock = asyncio.Lock()  # one refresh at a time: they share what is kept
 
     async def glance(self, minutes: int) -> dict[str, list[dict[str, Any]]]:
@@ -175,31 +177,47 @@ class StatsReader:
     async def glance_json(self, minutes: int) -> bytes:
         """The same as JSON, made from each kept minute's own JSON (a day is 1,440 items)."""
         async with self._lock:
-            now, _ = await self.store.stats_clock()
+            now, fresh = await self._refresh(minutes)
             last = minute_of(now)
             first = last - (minutes - 1) * MINUTE
-            fresh = await self._refresh(first, last, now)
-            depth = await self.store.depth_before(first)
-            series = self._series(first, last, fresh, depth or 0)
+            depth = self._depth_before.get(first)
+            if depth is None:  # what came before a minute never changes: asked once
+                depth = self._depth_before[first] = await self.store.depth_before(first) or 0
+                if len(self._depth_before) > self._SUMS_KEPT:
+                    del self._depth_before[next(iter(self._depth_before))]
+            series = self._series(first, last, fresh, depth)
             by_type = json.dumps(self._by_type(first, last, fresh), separators=(",", ":"))
         return f'{{"series":{series},"by_type":{by_type}}}'.encode()
 
-    async def _refresh(self, first: int, last: int, now: float) -> dict[int, Minute]:
-        """Read what is not kept yet; keep what became final. The minutes that may still
-        change (the last one or two) are returned, not kept."""
-        if first < self._kept_from or self._kept_through < first - MINUTE:
-            self._kept.clear()
-            self._hours.clear()
-            self._sums.clear()
-            self._kept_from, self._kept_through = first, first - MINUTE
-        read_from = self._kept_through + MINUTE
-        rows = await self.store.stats_rows(read_from, last, scan=last - read_from > 10 * MINUTE)
-        depths = await self.store.depth_rows(read_from, last)
-        read = {minute: Minute() for minute in range(read_from, last + MINUTE, MINUTE)}
+    async def _refresh(self, minutes: int) -> tuple[float, dict[int, Minute]]:
+        """Read what is not kept yet, and keep what became final. Returns the database's
+        clock, and the minutes that may still change (the last one or two), not kept.
+
+        One trip: the clock comes with the rows, so which minutes to read is worked out
+        from this host's clock and the last difference seen; in the rare case that guess
+        fell on the wrong side of a minute, the missing one is read in a second trip."""
+        guess = time.time() + self._skew
+        read_from = self._needed_from(minute_of(guess) - (minutes - 1) * MINUTE)
+        while True:
+            scan = minute_of(guess) - read_from > 10 * MINUTE
+            now, rows, depths = await self.store.stats_since(read_from, scan=scan)
+            self._skew = now - time.time()
+            first = minute_of(now) - (minutes - 1) * MINUTE
+            needed = self._needed_from(first)
+            if needed >= read_from:
+                break
+            read_from, guess = needed, now
+        if not self._reaches(first):
+            self._reset(first)
+        last = minute_of(now)
+        start = max(read_from, self._kept_through + MINUTE)
+        read = {minute: Minute() for minute in range(start, last + MINUTE, MINUTE)}
         for minute, name, outcome, bucket, n in rows:
-            read[minute].tally(name).count(outcome, bucket, n)
+            if minute in read:
+                read[minute].tally(name).count(outcome, bucket, n)
         for minute, depth in depths:
-            read[minute].depth = depth
+            if minute in read:
+                read[minute].depth = depth
         sealed = minute_of(now - SEALED_AFTER) - MINUTE  # the newest minute that is final
         fresh: dict[int, Minute] = {}
         for minute, found in read.items():
@@ -210,7 +228,22 @@ class StatsReader:
                 fresh[minute] = found
         self._kept_through = max(self._kept_through, min(sealed, last))
         self._forget_before(last - (KEPT_MINUTES - 1) * MINUTE)
-        return fresh
+        return now, fresh
+
+    def _reaches(self, first: int) -> bool:
+        """Whether what is kept reaches back to `first`, with no gap since."""
+        return self._kept_from <= first and self._kept_through >= first - MINUTE
+
+    def _needed_from(self, first: int) -> int:
+        """The first minute to read for a window from `first`: all of it when what is kept
+        does not reach it (it grew, or a gap), else the first minute not kept."""
+        return self._kept_through + MINUTE if self._reaches(first) else first
+
+    def _reset(self, first: int) -> None:
+        self._kept.clear()
+        self._hours.clear()
+        self._sums.clear()
+        self._kept_from, self._kept_through = first, first - MINUTE
 
     def _forget_before(self, oldest: int) -> None:
         if self._kept_from >= oldest:
