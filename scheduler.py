@@ -400,8 +400,12 @@ class Scheduler:
     async def describe(self, schedule_id: str) -> ScheduleInfo:
         spec = await self.get(schedule_id)
         state = await self.runner.store.schedule_state(schedule_id)
-        group = self._groups[spec.trigger]
-        upcoming = {spec.trigger: group.trigger.get_next_fire_time(None, datetime.now(UTC))}
+        # A change seen by the watcher while the state was read may have replaced the spec
+        # (and dropped its old trigger's group): answer with what holds now.
+        spec = self.specs.get(schedule_id, spec)
+        group = self._groups.get(spec.trigger)
+        now = datetime.now(UTC)
+        upcoming = {spec.trigger: group.trigger.get_next_fire_time(None, now) if group else None}
         return self._info(spec, state, upcoming)
 
     @staticmethod

@@ -97,6 +97,13 @@ class Store(abc.ABC):
         """Statements in one transaction, in order; the rows of each."""
 
     @abc.abstractmethod
+    def _count_ended(self, name: str, outcome: str, seconds: float | None) -> None:
+        """Count an attempt's end into the transaction of the write queued just before it:
+        its process knows how it ended and how long it ran, and one row per batch is far
+        cheaper than a trigger per task. What no finish counts, a trigger does (see
+        sql.CountedOutcome)."""
+
+    @abc.abstractmethod
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
         """Queue a progress update; only the latest per task reaches the next commit."""
 
@@ -407,27 +414,34 @@ class Store(abc.ABC):
         tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
         return tasks
 
-    def finish(self, task: Task, outcome: Outcome) -> asyncio.Future[None]:
-        """Record how an attempt ended; a no-op unless `task.owner` still runs it.
+    def finish(
+        self, task: Task, outcome: Outcome, seconds: float | None = None
+    ) -> asyncio.Future[None]:
+        """Record how an attempt ended (it ran `seconds`); a no-op unless `task.owner` still
+        runs it. Counted for GET /stats in the same transaction (see `_count_ended`).
 
         Queued at once (so the caller may move on, e.g. free the task's slot, and let the
         next claim share this write's transaction); the returned future is its commit.
         """
         now = time.time()
-        finished_at = None if outcome.status is TaskStatus.PENDING else now
-        return self._write(
+        pending = outcome.status is TaskStatus.PENDING
+        ended_as = "retried" if pending else outcome.status.value
+        committed = self._write(
             self.sql.finish,
             (
                 outcome.status.value,
                 outcome.result_json,
                 outcome.error,
                 now,
-                finished_at,
+                None if pending else now,
                 outcome.retry_at,
+                ended_as,
                 task.id,
                 task.owner,
             ),
         )
+        self._count_ended(task.name, ended_as, seconds)
+        return committed
 
     async def release(self, task: Task) -> None:
         """Give a running task back (graceful shutdown), or cancel it if that was asked."""
@@ -601,6 +615,54 @@ class Store(abc.ABC):
     async def metric_counts(self) -> list[tuple[str, str, str, float]]:
         rows = await self._read(self.sql.metric_counts, scan=True)
         return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    # -- the last hours at a glance (runtime.stats) ----------------------------------------
+
+    async def stats_clock(self) -> tuple[float, float | None]:
+        """The database's clock now (what minutes are counted by), and when the queue depth
+        was last sampled by it (None: never)."""
+        rows = await self._read(self.sql.stats_clock)
+        return float(rows[0][0]), None if rows[0][1] is None else float(rows[0][1])
+
+    async def stats_since(
+        self, first: int, *, scan: bool = False
+    ) -> tuple[float, list[tuple[int, str, str, int, int]], list[tuple[int, int]]]:
+        """In one trip: the database's clock, then from minute `first` on, (minute, type,
+        outcome, bucket, count) rows and (minute, depth) samples."""
+        counts: list[tuple[int, str, str, int, int]] = []
+        depths: list[tuple[int, int]] = []
+        now = 0.0
+        for kind, minute, name, outcome, value, n in await self._read(
+            self.sql.stats_since, (first, first), scan=scan
+        ):
+            if kind == 0:
+                counts.append((int(minute), name, outcome, int(value), int(n)))
+            elif kind == 1:
+                depths.append((int(minute), int(value)))
+            else:
+                now = float(minute)
+        return now, counts, depths
+
+    async def depth_rows(self, first: int, last: int) -> list[tuple[int, int]]:
+        """(minute, depth) of the minutes from `first` to `last` that have a sample."""
+        rows = await self._read(self.sql.depth_rows, (first, last))
+        return [(int(row[0]), int(row[1])) for row in rows]
+
+    async def depth_before(self, minute: int) -> int | None:
+        """The queue depth sampled last before `minute` (None: never)."""
+        rows = await self._read(self.sql.depth_before, (minute,))
+        return int(rows[0][0]) if rows else None
+
+    async def record_depth(self, minute: int, depth: int, sampled_at: float) -> None:
+        """The queue depth of `minute` so far (an earlier sample of it is replaced)."""
+        await self._write(self.sql.record_depth, (minute, depth, sampled_at))
+
+    async def purge_stats(self, before_minute: int) -> None:
+        """Forget the minutes before `before_minute` (both queued first: one transaction)."""
+        counts = self._write(self.sql.purge_stats, (before_minute,))
+        depths = self._write(self.sql.purge_depth, (before_minute,))
+        await counts
+        await depths
 
     # -- maintenance -----------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ from tasks_service.runtime import liveness
 from tasks_service.sql import COLUMNS
 from tests.harness import Server
 
-INSERT = f"INSERT INTO tasks ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
+_COLUMN_COUNT = len(COLUMNS.split(","))
+INSERT = f"INSERT INTO tasks ({COLUMNS}) VALUES ({', '.join('?' * _COLUMN_COUNT)})"
 CHUNK = 50_000  # rows per transaction
 SAMPLED_IDS = 5_000  # existing ids that GET /tasks/{id} picks from
 # Task types: (name, share of tasks, params as ~100 bytes of JSON, result as ~50 bytes).
@@ -153,6 +154,7 @@ def build(path: Path, tasks: int, worker_id: str) -> Store:
                 row[8], row[12], row[13], row[14], row[18] = 0, created + 86400, None, None, None
             else:  # running, in the worker row above (this process)
                 row[14] = None
+            row += [None] * (_COLUMN_COUNT - len(row))  # lane, parent_id, ...: none
             rows.append(row)
             if i in sampled:
                 sample_ids.append(task_id)

@@ -4,6 +4,7 @@ made at runtime. Routes call it; so can an app's own routes."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from tasks_service.models import (
     is_id,
 )
 from tasks_service.runtime.runner import Runner
+from tasks_service.runtime.stats import StatsReader
 from tasks_service.runtime.waits import WaitExplainer
 from tasks_service.schedules import RuntimeSchedules
 
@@ -58,6 +60,7 @@ class TaskService:
         self.registry = registry
         self.waits = WaitExplainer(store, registry, runner.lanes)
         self._schedules = schedules
+        self._stats = StatsReader(store)
 
     async def enqueue(self, task_type: str | TaskDefinition, /, **params: Any) -> Task:
         """Start a task with default options: `await service.enqueue("sleep", seconds=3)`."""
@@ -222,6 +225,17 @@ class TaskService:
     async def explain(self, tasks: Iterable[Task]) -> None:
         """Fill in why each pending task has not started (`waiting_for`)."""
         await self.waits.explain(tasks)
+
+    async def stats(self, minutes: int = 60) -> dict[str, list[dict[str, Any]]]:
+        """The last `minutes` minutes at a glance (1 to 1440): `{"series", "by_type"}`, true
+        for the whole service (see tasks_service.runtime.stats)."""
+        return json.loads(await self.stats_json(minutes))  # type: ignore[no-any-return]
+
+    async def stats_json(self, minutes: int = 60) -> bytes:
+        """The same, as the JSON GET /stats answers."""
+        if not 1 <= minutes <= 1440:
+            raise InvalidRequest("minutes must be 1 to 1440")
+        return await self._stats.glance_json(minutes)
 
     async def task_types(self) -> list[dict[str, Any]]:
         """Each type's declaration, with its pause state and how many run now, anywhere."""

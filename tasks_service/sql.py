@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -171,7 +172,8 @@ class Statements:
             "finished_at = CASE WHEN cancel_requested THEN CAST(? AS DOUBLE PRECISION) "
             "  ELSE CAST(? AS DOUBLE PRECISION) END, "
             "run_at = CASE WHEN cancel_requested THEN run_at "
-            "  ELSE coalesce(CAST(? AS DOUBLE PRECISION), run_at) END "
+            "  ELSE coalesce(CAST(? AS DOUBLE PRECISION), run_at) END, "
+            "ended_as = CAST(? AS TEXT) "
             f"WHERE id = ? AND {owned_by} ? AND {still} 'running'"
         )
         self.progress = p(
@@ -332,10 +334,130 @@ class Statements:
             "OR NOT EXISTS (SELECT 1 FROM tasks parent WHERE parent.id = tasks.parent_id "
             "AND parent.status IN ('pending', 'running'))) LIMIT ?) RETURNING id"
         )
+        # The last hours at a glance (runtime.stats): what the engines' `tasks_counted`
+        # trigger wrote, and the queue depth the watchers sample.
+        self.stats_clock = p(
+            f"SELECT {now}, (SELECT sampled_at FROM stats_depth ORDER BY minute DESC LIMIT 1)"
+        )
+        # Everything from a minute on, in one trip: counts (kind 0), depth samples (kind 1),
+        # and the database's clock (kind 2).
+        self.stats_since = p(
+            "SELECT 0, minute, name, outcome, bucket, sum(n) FROM stats_minutes "
+            "WHERE minute >= ? GROUP BY minute, name, outcome, bucket "
+            "UNION ALL SELECT 1, minute, NULL, NULL, depth, NULL FROM stats_depth "
+            f"WHERE minute >= ? UNION ALL SELECT 2, {now}, NULL, NULL, NULL, NULL"
+        )
+        self.depth_rows = p(
+            "SELECT minute, depth FROM stats_depth WHERE minute >= ? AND minute <= ? "
+            "ORDER BY minute"
+        )
+        self.depth_before = p(
+            "SELECT depth FROM stats_depth WHERE minute < ? ORDER BY minute DESC LIMIT 1"
+        )
+        self.record_depth = p(
+            "INSERT INTO stats_depth (minute, depth, sampled_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (minute) DO UPDATE SET depth = excluded.depth, "
+            "sampled_at = excluded.sampled_at WHERE stats_depth.sampled_at < excluded.sampled_at"
+        )
+        # A batch's finishes, counted by their process (group_commit.EndedCounts).
+        self.add_ended = p(
+            "INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n) "
+            f"VALUES ({minute_now(dialect)}, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (minute, name, outcome, bucket, shard) "
+            "DO UPDATE SET n = stats_minutes.n + excluded.n"
+        )
+        self.purge_stats = p("DELETE FROM stats_minutes WHERE minute < ?")
+        self.purge_depth = p("DELETE FROM stats_depth WHERE minute < ?")
         self.unfinished_children = p(
             f"SELECT id, status FROM tasks {pin('tasks_by_parent')} WHERE parent_id = ? "
             "AND status IN ('pending', 'running')"
         )
+
+
+# -- the per-minute counts ----------------------------------------------------------------------
+
+# An attempt's duration is counted in bucket floor(log2(seconds) * 4): four buckets per
+# doubling, so a percentile read from them is within about 9% of the true one.
+BUCKETS_PER_OCTAVE = 4
+NO_DURATION = -1000  # the bucket of a count without a duration of its own
+SHORTEST_DURATION = 1e-6  # shorter (or negative: a clock stepped back) counts as this
+
+
+def duration_bucket(seconds: float | None) -> int:
+    if seconds is None:
+        return NO_DURATION
+    return math.floor(math.log2(max(seconds, SHORTEST_DURATION)) * BUCKETS_PER_OCTAVE)
+
+
+def minute_now(dialect: Dialect) -> str:
+    """The start of the database clock's current minute (Unix seconds), as SQL."""
+    return f"CAST(floor(({dialect.now}) / 60) AS BIGINT) * 60"
+
+
+@dataclass(frozen=True, slots=True)
+class CountedOutcome:
+    """The `tasks_counted` trigger's parts, shared by the engines: the rare ends of a task
+    that no process's finish counts.
+
+    A finish (the runner's record of how an attempt ended) is counted by its process, with
+    the attempt's duration, in the same transaction (see group_commit.EndedCounts): a
+    per-row trigger on that hot path would cost ~10% of throughput. What the trigger counts
+    fires rarely, and its WHEN costs nothing otherwise:
+
+    - a task cancelled before it started (`unstarted`);
+    - a running task ended by another writer: a shutdown's release of a task whose cancel
+      was asked, or the recovery of a dead worker's task, cancelled or given up
+      (`handed`; released or interruptions changed);
+    - a finish overridden by a cancel stored meanwhile (`overridden`): the finish counted
+      what its process asked (`ended_as`), the trigger moves that count to cancelled.
+
+    Minutes are the database's clock at the write, as for the finishes' counts.
+    """
+
+    when: str
+    overridden: str
+    bucket: str  # of the +1 row: the duration for `handed`, else none
+    shard: str  # PostgreSQL: each process's own rows
+
+    @classmethod
+    def of(cls, dialect: Dialect, *, shard: str) -> CountedOutcome:
+        by_finish = "NEW.released = OLD.released AND NEW.interruptions = OLD.interruptions"
+        unstarted = "OLD.status = 'pending' AND NEW.status = 'cancelled'"
+        handed = (
+            "OLD.status = 'running' AND NEW.status IN ('cancelled', 'failed') "
+            f"AND NOT ({by_finish})"
+        )
+        overridden = (
+            f"OLD.status = 'running' AND NEW.status = 'cancelled' AND {by_finish} "
+            "AND coalesce(NEW.ended_as, '') <> 'cancelled'"
+        )
+        scale = BUCKETS_PER_OCTAVE / math.log(2)
+        seconds = f"{dialect.greatest}(NEW.finished_at - NEW.started_at, {SHORTEST_DURATION})"
+        timed = f"CAST(floor(ln({seconds}) * {scale!r}) AS INTEGER)"
+        return cls(
+            when=f"({unstarted}) OR ({handed}) OR ({overridden})",
+            overridden=overridden,
+            bucket=(
+                f"CASE WHEN {handed} THEN coalesce({timed}, {NO_DURATION}) ELSE {NO_DURATION} END"
+            ),
+            shard=shard,
+        )
+
+    def rows(self, dialect: Dialect) -> list[str]:
+        """The trigger body's statements: +1 to the new status, and for an overridden
+        finish -1 to what it asked (its duration stays counted: the attempt did run)."""
+        upsert = (
+            "ON CONFLICT (minute, name, outcome, bucket, shard) DO UPDATE "
+            "SET n = stats_minutes.n + excluded.n"
+        )
+        insert = "INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n) "
+        minute = minute_now(dialect)
+        return [
+            f"{insert}VALUES ({minute}, NEW.name, NEW.status, {self.bucket}, {self.shard}, 1) "
+            f"{upsert}",
+            f"{insert}SELECT {minute}, NEW.name, NEW.ended_as, {NO_DURATION}, {self.shard}, -1 "
+            f"WHERE {self.overridden} {upsert}",
+        ]
 
 
 # -- rows and records ------------------------------------------------------------------------

@@ -7,8 +7,12 @@ UPDATE_DOCS_SCREENSHOT=1 to also rewrite docs/dashboard.png from the busy-dashbo
 
 from __future__ import annotations
 
+import math
 import os
+import random
 import re
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +34,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tasks_service.runtime.stats import minute_of
+from tasks_service.sql import duration_bucket
 from tests.harness import ROOT, SAMPLE_MODULES, Server, ServerFactory, wait_until
 from tests.helpers import TERMINAL
 
@@ -672,12 +678,116 @@ def test_event_stream_reconnects_after_a_restart(
     dash.assert_clean()
 
 
+def stats_totals(server: Server) -> dict[str, int]:
+    series = call(server, "GET", "/stats?minutes=60").json()["series"]
+    keys = ("completed", "failed", "cancelled", "retried")
+    return {key: sum(item[key] for item in series) for key in keys}
+
+
+def test_charts_draw_the_last_hour_and_follow_the_event_stream(
+    server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
+) -> None:
+    server = start_server(server_factory, tmp_path)
+    ended = [post(server, "noop") for _ in range(3)] + [post(server, "boom") for _ in range(2)]
+    for task in ended:
+        wait_for_status(server, task["id"], *TERMINAL)
+    dash = open_dashboard(server)
+    page = dash.page
+    page.evaluate("window.sameDocument = true")
+    panel = page.locator("#glance-panel")
+    finished = page.locator("#chart-finished")
+    summary = finished.locator(".chart-summary")
+
+    def shows_the_api_counts() -> None:
+        totals = stats_totals(server)
+        expect(summary).to_have_text(" · ".join(f"{n} {key}" for key, n in totals.items()))
+
+    # The last hour, one bar per minute, as GET /stats counts it.
+    expect(panel).to_have_attribute("data-minutes", "60")
+    expect(finished.locator("svg g.chart-bar")).to_have_count(60)
+    shows_the_api_counts()
+    assert stats_totals(server)["failed"] == 2
+    expect(finished.locator("rect.bar-completed")).not_to_have_count(0)
+    expect(finished.locator("rect.bar-failed")).not_to_have_count(0)
+    expect(page.locator("#chart-depth path.chart-line")).to_have_count(1)
+    expect(page.locator("#chart-durations .chart-summary")).to_contain_text("p50")
+    expect(page.locator("#chart-durations path.line-p50")).not_to_have_count(0)
+    expect(finished.locator(".axis-start")).not_to_have_text("")
+    # Each task type's runs over the same window, beside its limits.
+    boom = page.locator('#type-list li[data-type="boom"] .type-stats')
+    expect(boom).to_have_text(re.compile(r"^2 runs · 2 failed · p50 .+ · p95 .+"))
+    expect(page.locator('#type-list li[data-type="noop"] .type-stats')).to_contain_text(
+        "3 runs · 0 failed"
+    )
+    expect(page.locator('#type-list li[data-type="hang"] .type-stats')).to_have_text(
+        "no runs in the last hour"
+    )
+
+    # Tasks that end later arrive on the event stream: the charts follow, no reload.
+    more = [post(server, "noop") for _ in range(4)] + [post(server, "boom")]
+    for task in more:
+        wait_for_status(server, task["id"], *TERMINAL)
+    expect(page.locator('#type-list li[data-type="noop"] .type-stats')).to_contain_text(
+        "7 runs · 0 failed"
+    )
+    shows_the_api_counts()
+    assert stats_totals(server)["failed"] == 3
+
+    # A day: 120 bars of 12 minutes each.
+    page.select_option("#glance-window", "1440")
+    expect(panel).to_have_attribute("data-minutes", "1440")
+    expect(finished.locator("svg g.chart-bar")).to_have_count(120)
+    expect(finished.locator(".chart-title")).to_have_text("Finished per 12 minutes")
+    expect(boom).to_contain_text("3 runs · 3 failed")
+    assert page.evaluate("window.sameDocument") is True
+    dash.assert_clean()
+
+
+def seed_an_hour(db: Path) -> None:
+    """The per-minute counts and queue depths of an hour that ended a minute ago, written
+    as the service writes them (tasks that ran before this test's server existed): what the
+    charts of the screenshot show before its own tasks."""
+    rng = random.Random(11)
+    now = minute_of(time.time())
+    types = {  # name: (share of tasks, median seconds)
+        "send_email": (0.45, 0.35),
+        "http_request": (0.3, 0.09),
+        "process_csv": (0.15, 2.5),
+        "sleep": (0.1, 6.0),
+    }
+    rows: dict[tuple[int, str, str, int], int] = {}
+    depths = []
+    for back in range(59, 0, -1):
+        minute = now - back * 60
+        busy = 1 + 1.6 * math.exp(-(((back - 24) / 7) ** 2))  # a burst 24 minutes ago
+        for name, (share, median) in types.items():
+            for _ in range(int(rng.gauss(40 * busy * share, 3))):
+                seconds = rng.lognormvariate(math.log(median * (1.5 if busy > 2 else 1)), 0.5)
+                outcome = rng.choices(["completed", "failed", "retried"], [0.95, 0.02, 0.03])[0]
+                key = (minute, name, outcome, duration_bucket(seconds))
+                rows[key] = rows.get(key, 0) + 1
+        depths.append((minute, max(0, int(rng.gauss(45 * (busy - 1), 2))), minute + 55.0))
+    with sqlite3.connect(db, timeout=15) as conn:
+        conn.executemany(
+            "INSERT INTO stats_minutes (minute, name, outcome, bucket, shard, n) "
+            "VALUES (?, ?, ?, ?, '', ?)",
+            [(*key, n) for key, n in rows.items()],
+        )
+        conn.executemany(
+            "INSERT INTO stats_depth (minute, depth, sampled_at) VALUES (?, ?, ?)", depths
+        )
+    conn.close()
+
+
 def test_a_busy_dashboard_screenshot(
     server_factory: ServerFactory, open_dashboard: OpenDashboard, tmp_path: Path
 ) -> None:
-    """Tasks in every status, one running: the picture in docs/dashboard.png."""
+    """Tasks in every status, one running, and the hour before: docs/dashboard.png."""
     # Its webhook goes to a closed port on loopback, retried: loopback must be allowed.
-    server = start_server(server_factory, tmp_path, TASKS_HTTP_ALLOW="127.0.0.1/32")
+    server = start_server(
+        server_factory, tmp_path, TASKS_HTTP_ALLOW="127.0.0.1/32", TASKS_MODULES=""
+    )  # the built-in task types only, as a service of one's own starts
+    seed_an_hour(Path(server.db))
     csv = "region,units,price\n" + "".join(
         f"{region},{units},{price}\n"
         for region, units, price in [("north", 12, 9.5), ("south", 7, 11.0), ("east", 30, 8.25)]
@@ -707,6 +817,13 @@ def test_a_busy_dashboard_screenshot(
         arg=running["id"],
     )
     expect(dash.rows()).to_have_count(8)
+    completed_bars = page.locator("#chart-finished rect.bar-completed")
+    expect(completed_bars).not_to_have_count(0)
+    assert completed_bars.count() >= 58  # the seeded hour, and this minute (or the last)
+    expect(page.locator("#chart-finished rect.bar-failed")).not_to_have_count(0)
+    expect(page.locator('#type-list li[data-type="send_email"] .type-stats')).to_contain_text(
+        "failed · p50"
+    )
     expect(page.locator('#task-rows tr[data-status="failed"]')).not_to_have_count(0)
     expect(page.locator('#task-rows tr[data-status="cancelled"]')).to_have_count(1)
     page.set_viewport_size({"width": 1360, "height": 600})  # the page's own height, no more

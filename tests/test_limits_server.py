@@ -59,9 +59,7 @@ def test_limits_hold_across_two_instances_on_postgresql(
     # One slot per instance: reaching the limit of two takes both hosts, so the limit is
     # counted across them (claims on one host alone would never show two at once).
     env = {"TASKS_MODULES": MODULES, "TASKS_CONCURRENCY": "1"}
-    servers = [
-        server_factory(db=pg_url, env=env, log_path=tmp_path / f"{n}.log") for n in "ab"
-    ]
+    servers = [server_factory(db=pg_url, env=env, log_path=tmp_path / f"{n}.log") for n in "ab"]
     for server in servers:
         server.start()
     capped, keyed = tmp_path / "capped", tmp_path / "keyed"

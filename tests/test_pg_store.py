@@ -182,7 +182,10 @@ async def test_the_service_starts_on_a_postgresql_url(make_app: AppFactory, pg_u
 @pytest.mark.parametrize(
     ("statement", "params"),
     [
-        (PostgresStore.sql.finish, ("completed", "1", None, 1.0, 1.0, None, "id", "w1")),
+        (
+            PostgresStore.sql.finish,
+            ("completed", "1", None, 1.0, 1.0, None, "completed", "id", "w1"),
+        ),
         (PostgresStore.sql.progress, (50.0, "half", "id")),
         (PostgresStore.sql.release, (1.0, "id", "w1")),
     ],

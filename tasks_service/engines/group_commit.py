@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks_service.models import KeyTaken, StoreUnavailable
+from tasks_service.sql import duration_bucket
 
 log = logging.getLogger("tasks.store")
 
@@ -49,6 +50,33 @@ class Write:
         return self.steps is None and len(self.params) == 1
 
 
+class EndedCounts:
+    """The attempts this process ended since the last batch, by (type, outcome, duration
+    bucket): one row each, added to its minute's counts (GET /stats) by the batch that
+    stores those ends. Written into the same transaction, they commit or fail with them;
+    a failed batch's finishes are asked for again, and counted again, so its counts go."""
+
+    def __init__(self, sql: str, shard: str) -> None:
+        """`sql`: the upsert taking (name, outcome, bucket, shard, n); `shard`: whose rows."""
+        self._sql = sql
+        self._shard = shard
+        self._counts: dict[tuple[str, str, int], int] = {}
+
+    def add(self, name: str, outcome: str, seconds: float | None) -> None:
+        key = (name, outcome, duration_bucket(seconds))
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def take(self) -> Write | None:
+        """The write of what was counted so far (None: nothing), to go in this batch."""
+        if not self._counts:
+            return None
+        counts, self._counts = self._counts, {}
+        shard = self._shard
+        rows = [(name, outcome, bucket, shard, n) for (name, outcome, bucket), n in counts.items()]
+        return Write(self._sql, rows, False)
+
+
 # Runs a batch as one transaction; returns one result per write (rows when `returning`).
 RunBatch = Callable[[list[Write]], Awaitable[list[Any]]]
 # What a failed batch means: None to retry its writes one by one, or the error to hand out.
@@ -65,16 +93,19 @@ class GroupCommitter:
         progress_sql: str,
         name: str,
         key_taken: Callable[[BaseException], bool] = lambda exc: False,
+        ended: EndedCounts | None = None,
     ) -> None:
         """`errors`: what `run_batch` raises for a database problem (anything else is a bug);
         `progress_sql`: UPDATE taking (percent, message, task id); `key_taken`: whether an
-        error is a unique key already held (told to the writer as KeyTaken)."""
+        error is a unique key already held (told to the writer as KeyTaken); `ended`: the
+        counts that ride in each batch, after its writes."""
         self._run_batch = run_batch
         self._errors = errors
         self._diagnose = diagnose
         self._key_taken = key_taken
         self._progress_sql = progress_sql
         self._name = name
+        self._ended = ended
         self._queue: list[Write] = []
         self._progress: dict[str, tuple[float, str | None]] = {}
         self._progress_waiter: asyncio.Future[None] | None = None
@@ -173,6 +204,9 @@ class GroupCommitter:
             else:
                 same.params.extend(write.params)
                 same.futures.extend(write.futures)
+        counted = self._ended.take() if self._ended is not None else None
+        if counted is not None:
+            batch.append(counted)
         return batch
 
     async def _commit(self, batch: list[Write]) -> None:
@@ -220,6 +254,10 @@ class GroupCommitted:
     """
 
     _committer: GroupCommitter
+    _ended: EndedCounts
+
+    def _count_ended(self, name: str, outcome: str, seconds: float | None) -> None:
+        self._ended.add(name, outcome, seconds)
 
     def _write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[None]:
         return self._committer.queue(sql, params, returning=False)

@@ -33,11 +33,17 @@ from typing import Any
 import asyncpg
 
 from store import Store, StoreOpenError
-from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
+from tasks_service.engines.group_commit import (
+    EndedCounts,
+    GroupCommitted,
+    GroupCommitter,
+    Write,
+)
 from tasks_service.models import Rows, StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
+    CountedOutcome,
     Dialect,
     Statements,
     event_from_row,
@@ -72,6 +78,19 @@ def _record_change(create: str, also_wake_when: str = "") -> str:
             RETURN NULL;
         END $$"""
 
+
+# SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
+DIALECT = Dialect(
+    numbered_params=True,
+    now="extract(epoch FROM clock_timestamp())::float8",
+    pins_indexes=False,
+    claim_lock="FOR UPDATE SKIP LOCKED",
+    least="least",
+    greatest="greatest",
+    lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
+)
+_COUNTED = CountedOutcome.of(DIALECT, shard="current_setting('application_name')")
+_COUNTED_ROWS = _COUNTED.rows(DIALECT)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -254,18 +273,38 @@ MIGRATIONS: list[list[str]] = [
         # A schedule's recent runs (GET /tasks?schedule_id=).
         "CREATE INDEX tasks_by_schedule ON tasks (schedule_id, id) WHERE schedule_id IS NOT NULL",
     ],
+    [
+        # The last hours at a glance (runtime.stats): the attempts that ended in each minute,
+        # by type, outcome and duration, counted in the transactions that end them (see
+        # sql.CountedOutcome); the queue depth, sampled by the watchers. Each process adds
+        # to rows of its own (`shard`: its connections' name), so that two hosts'
+        # transactions never wait for each other's row locks; readers sum them.
+        "ALTER TABLE tasks ADD COLUMN ended_as text",
+        """CREATE TABLE stats_minutes (
+            minute bigint NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            outcome text NOT NULL,
+            bucket integer NOT NULL,
+            shard text NOT NULL,
+            n bigint NOT NULL,
+            PRIMARY KEY (minute, name, outcome, bucket, shard)
+        )""",
+        """CREATE TABLE stats_depth (
+            minute bigint PRIMARY KEY,
+            depth bigint NOT NULL,
+            sampled_at double precision NOT NULL
+        )""",
+        f"""CREATE FUNCTION tasks_count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            {_COUNTED_ROWS[0]};
+            {_COUNTED_ROWS[1]};
+            RETURN NULL;
+        END $$""",
+        "CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks FOR EACH ROW "
+        f"WHEN ({_COUNTED.when}) EXECUTE FUNCTION tasks_count_outcome()",
+    ],
 ]
 
-# SKIP LOCKED: runners on many hosts never wait on each other nor take the same task.
-DIALECT = Dialect(
-    numbered_params=True,
-    now="extract(epoch FROM clock_timestamp())::float8",
-    pins_indexes=False,
-    claim_lock="FOR UPDATE SKIP LOCKED",
-    least="least",
-    greatest="greatest",
-    lock_limited_claims=f"SELECT pg_advisory_xact_lock({_LIMITED_CLAIMS_LOCK})",
-)
 # Two hosts firing different ticks of one schedule at once must not both find no active
 # run, nor two changes of schedules take the same revision: the second waits for the first's
 # commit.
@@ -338,6 +377,8 @@ class PostgresStore(GroupCommitted, Store):
         self._listener: asyncpg.Connection | None = None
         self._notified = asyncio.Event()
         self._notified.set()  # the first look always looks
+        # Each process counts into rows of its own: hosts never wait on each other's locks.
+        self._ended = EndedCounts(self.sql.add_ended, shard=self.name)
         self._committer = GroupCommitter(
             self._run_batch,
             errors=_DATABASE_ERRORS,
@@ -345,6 +386,7 @@ class PostgresStore(GroupCommitted, Store):
             key_taken=lambda exc: isinstance(exc, asyncpg.UniqueViolationError),
             progress_sql=self.sql.progress,
             name="pg-store-group-commit",
+            ended=self._ended,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -26,12 +27,18 @@ from typing import Any
 import aiosqlite
 
 from store import Store, StoreOpenError
-from tasks_service.engines.group_commit import GroupCommitted, GroupCommitter, Write
+from tasks_service.engines.group_commit import (
+    EndedCounts,
+    GroupCommitted,
+    GroupCommitter,
+    Write,
+)
 from tasks_service.engines.sqlite_writer import SqliteWriter
 from tasks_service.models import Rows, StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
+    CountedOutcome,
     Dialect,
     Statements,
     event_from_row,
@@ -47,6 +54,19 @@ _LANE_SEEN = (
     "(julianday('now') - 2440587.5) * 86400.0) "
     "ON CONFLICT (lane) DO UPDATE SET touched_at = excluded.touched_at;"
 )
+
+# INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.
+DIALECT = Dialect(
+    numbered_params=False,
+    now="((julianday('now') - 2440587.5) * 86400.0)",
+    pins_indexes=True,
+    claim_lock="",
+    least="min",
+    greatest="max",
+    lock_limited_claims=None,
+)
+_COUNTED = CountedOutcome.of(DIALECT, shard="''")
+_COUNTED_ROWS = _COUNTED.rows(DIALECT)
 
 # Each entry moves the schema one version on; never edit one that has shipped.
 MIGRATIONS: list[list[str]] = [
@@ -220,18 +240,33 @@ MIGRATIONS: list[list[str]] = [
         # A schedule's recent runs (GET /tasks?schedule_id=).
         "CREATE INDEX tasks_by_schedule ON tasks (schedule_id, id) WHERE schedule_id IS NOT NULL",
     ],
+    [
+        # The last hours at a glance (runtime.stats): the attempts that ended in each minute,
+        # by type, outcome and duration, counted in the transactions that end them (see
+        # sql.CountedOutcome); the queue depth, sampled by the watchers.
+        "ALTER TABLE tasks ADD COLUMN ended_as TEXT",
+        """CREATE TABLE stats_minutes (
+            minute INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            shard TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (minute, name, outcome, bucket, shard)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE stats_depth (
+            minute INTEGER PRIMARY KEY,
+            depth INTEGER NOT NULL,
+            sampled_at REAL NOT NULL
+        )""",
+        f"""CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks
+        WHEN {_COUNTED.when} BEGIN
+            {_COUNTED_ROWS[0]};
+            {_COUNTED_ROWS[1]};
+        END""",
+    ],
 ]
 
-# INDEXED BY: left to itself, the planner walks (status, name) and sorts every pending task.
-DIALECT = Dialect(
-    numbered_params=False,
-    now="((julianday('now') - 2440587.5) * 86400.0)",
-    pins_indexes=True,
-    claim_lock="",
-    least="min",
-    greatest="max",
-    lock_limited_claims=None,
-)
 # Our processes write one transaction at a time (the file lock): no lock of its own.
 STATEMENTS = Statements(DIALECT, lock_schedule=None)
 
@@ -251,6 +286,7 @@ class SqliteStore(GroupCommitted, Store):
         # Scans that grow with the table (metrics) get a connection of their own, so that a
         # scrape never makes GET /tasks/{id} wait behind it.
         self._scanner: aiosqlite.Connection | None = None
+        self._ended = EndedCounts(self.sql.add_ended, shard="")  # one writer: no shards
         self._committer = GroupCommitter(
             self._run_batch,
             errors=(sqlite3.OperationalError, sqlite3.DatabaseError),
@@ -258,6 +294,7 @@ class SqliteStore(GroupCommitted, Store):
             key_taken=lambda exc: isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc),
             progress_sql=self.sql.progress,
             name="store-group-commit",
+            ended=self._ended,
         )
         self._data_version: int | None = None
 
@@ -312,6 +349,7 @@ class SqliteStore(GroupCommitted, Store):
         if mode != "wal":
             raise StoreOpenError(f"{self.path!r} could not be switched to WAL (it is {mode!r})")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        _ensure_math_functions(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -398,6 +436,25 @@ class SqliteStore(GroupCommitted, Store):
 
     async def prune_events(self, up_to_seq: int) -> None:
         await self._write("DELETE FROM task_events WHERE seq <= ?", (up_to_seq,))
+
+
+def _ensure_math_functions(conn: sqlite3.Connection) -> None:
+    """`ln` and `floor` for the `tasks_counted` trigger, from Python where this SQLite was
+    built without its math functions (slower, but a finish must never fail on them)."""
+    try:
+        conn.execute("SELECT ln(2.0), floor(1.5)").fetchone()
+    except sqlite3.OperationalError:
+        log.info("this SQLite has no math functions: using Python's for the per-minute counts")
+        conn.create_function("ln", 1, _ln, deterministic=True)
+        conn.create_function("floor", 1, _floor, deterministic=True)
+
+
+def _ln(value: float | None) -> float | None:
+    return None if value is None or value <= 0 else math.log(value)
+
+
+def _floor(value: float | None) -> int | None:
+    return None if value is None else math.floor(value)
 
 
 def _run_write(conn: sqlite3.Connection, write: Write) -> Any:

@@ -427,18 +427,18 @@ class Runner:
     async def _record(self, attempt: Attempt, outcome: Outcome) -> None:
         task = attempt.task
         self._settling.add(task.id)
-        committed = self.store.finish(task, outcome)
+        took = (attempt.ended or time.monotonic()) - attempt.started
+        committed = self.store.finish(task, outcome, took)
         # Queued: the slot can take the next task now, whose claim then shares this commit.
         self._let_go(attempt)
         # Counted now, not after the commit: another process may already see the task ended
         # (and scrape /metrics) before this coroutine resumes. The write is retried until
         # it lands, so the count holds.
-        took = (attempt.ended or time.monotonic()) - attempt.started
         self.metrics.attempt_ended(task.name, outcome.status, took)
         try:
             await committed
         except StoreUnavailable:
-            await with_store_retries(lambda: self.store.finish(task, outcome))
+            await with_store_retries(lambda: self.store.finish(task, outcome, took))
         finally:
             self._settling.discard(task.id)
         if outcome.status is TaskStatus.PENDING:

@@ -2,8 +2,9 @@
 
 One loop per runner: it waits for the engine to say another process committed something
 (SQLite: every watch interval; PostgreSQL: a NOTIFY), then tells the runner; it beats this
-worker's heartbeat, flushes its metrics, puts the tasks of dead workers back, and prunes
-change events nobody will replay.
+worker's heartbeat, flushes its metrics, samples the queue depth for GET /stats, puts the
+tasks of dead workers back, and prunes change events nobody will replay and minutes of
+stats older than a day.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from tasks_service.config import Settings
 from tasks_service.models import StoreUnavailable, WorkerInfo
 from tasks_service.runtime import liveness
 from tasks_service.runtime.metrics import MetricsRecorder
+from tasks_service.runtime.stats import forget_old_minutes, sample_queue_depth
 
 log = logging.getLogger("tasks.runner")
 
@@ -64,6 +66,7 @@ class Watcher:
                     last_beat = now
                     await self._heartbeat()
                     await self.metrics.flush(self.store)
+                    await sample_queue_depth(self.store)
                 if await self.store.changed():
                     await self.runner.apply_changes()
                 if self.runner.claims_uncertain():
@@ -74,6 +77,7 @@ class Watcher:
                 if not event_marks or now - event_marks[-1][0] >= _EVENTS_SAMPLE_EVERY:
                     await self._prune_events(event_marks, now)
                     await self.store.tidy_lanes(forget_before=time.time() - _LANES_KEPT_FOR)
+                    await forget_old_minutes(self.store)
             except StoreUnavailable as exc:
                 log.warning("watcher cannot reach the task store: %s", exc)
             except Exception:

@@ -191,6 +191,41 @@ class ScheduleUpdate(BaseModel):
     paused: StrictBool | None = None
 
 
+class StatsMinute(BaseModel):
+    """One minute of GET /stats: what ended in it, and the queue at its end."""
+
+    minute: str = Field(description="the minute's start, ISO 8601 UTC, on the minute")
+    completed: int = Field(description="attempts that ended completed in that minute")
+    failed: int = Field(description="attempts that ended their task failed")
+    cancelled: int = Field(description="tasks that ended cancelled (running or not yet)")
+    retried: int = Field(description="attempts that failed and will be retried")
+    queue_depth: int = Field(
+        description="pending tasks due to run at the minute's end (its last sample)"
+    )
+    duration_p50: float | None = Field(
+        description="median attempt duration in seconds (started_at to its end); null: none"
+    )
+    duration_p95: float | None = Field(description="95th percentile, seconds; null: none")
+
+
+class TypeStats(BaseModel):
+    """One task type's sums over the window of GET /stats."""
+
+    name: str = Field(description="the task type")
+    completed: int = Field(description="attempts that ended completed in the window")
+    failed: int = Field(description="attempts that ended their task failed")
+    cancelled: int = Field(description="tasks that ended cancelled")
+    duration_p50: float | None = Field(description="median attempt duration, seconds")
+    duration_p95: float | None = Field(description="95th percentile, seconds")
+
+
+class StatsOut(BaseModel):
+    """The last minutes at a glance, for the whole service whichever process answers."""
+
+    series: list[StatsMinute] = Field(description="one item per minute, oldest first")
+    by_type: list[TypeStats] = Field(description="each task type with runs in the window")
+
+
 class Health(BaseModel):
     status: str
     worker: str

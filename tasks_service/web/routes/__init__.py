@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from tasks_service.web.routes import dashboard, events, files, ops, schedules, tasks
+from tasks_service.web.routes import dashboard, events, files, ops, schedules, stats, tasks
 
 
 def include_routes(app: FastAPI, *, openapi_behind_token: bool) -> None:
@@ -19,6 +19,7 @@ def include_routes(app: FastAPI, *, openapi_behind_token: bool) -> None:
         schedules.router,
         files.router,
         ops.metrics_router,
+        stats.router,
         ops.health_router,
         dashboard.router,
     ):

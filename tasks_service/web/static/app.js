@@ -4,6 +4,7 @@
 
 import { openDetail, setupDetail } from "./js/detail.js";
 import { startFeed, stopFeed } from "./js/feed.js";
+import { loadGlance, setupGlance } from "./js/glance.js";
 import { loadSchedules, setupSchedules } from "./js/schedules.js";
 import { loadTaskTypes, setupStartForm } from "./js/start-form.js";
 import { loadTypePanel, setupTypePanel } from "./js/task-types.js";
@@ -17,6 +18,7 @@ function restart() {
   loadTaskTypes();
   loadSchedules();
   loadTypePanel();
+  loadGlance();
   startFeed(); // the list is read once the stream is open
 }
 
@@ -26,4 +28,5 @@ setupDetail();
 setupStartForm();
 setupSchedules();
 setupTypePanel();
+setupGlance();
 restart();

@@ -1,7 +1,8 @@
-// The dashboard's own event stream, GET /events: every task's changes, into the list, for as
-// long as the page lives. How it is doing shows in the top bar's badge.
+// The dashboard's own event stream, GET /events: every task's changes, into the list and the
+// charts, for as long as the page lives. How it is doing shows in the top bar's badge.
 
 import { follow, parseTask } from "./events.js";
+import { noteTask } from "./glance.js";
 import { setLive } from "./live.js";
 import { hasLoaded, receiveTask, reloadTasks } from "./tasks-list.js";
 
@@ -18,7 +19,9 @@ export function startFeed() {
     onEvent: ({ event, data }) => {
       if (event !== "task") return;
       const task = parseTask(data);
-      if (task) receiveTask(task);
+      if (!task) return;
+      receiveTask(task);
+      noteTask(task);
     },
     onClose: () => {
       if (!hasLoaded()) reloadTasks(); // show what we can, even without the stream

@@ -31,6 +31,7 @@ const timeFormat = new Intl.DateTimeFormat(undefined, {
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, {
   month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23",
 });
+const minuteFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 const fullFormat = new Intl.DateTimeFormat(undefined, {
   year: "numeric", month: "short", day: "numeric",
   hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
@@ -48,6 +49,12 @@ export function shortTime(iso) {
   if (!date) return "";
   const now = new Date();
   return date.toDateString() === now.toDateString() ? timeFormat.format(date) : dateTimeFormat.format(date);
+}
+
+/** "14:05": a minute of the charts, in local time. */
+export function minuteLabel(iso) {
+  const date = parseTime(iso);
+  return date ? minuteFormat.format(date) : "";
 }
 
 export function fullTime(iso) {
@@ -93,4 +100,27 @@ export function formatPercent(progress) {
   if (progress === null || progress === undefined) return "";
   const value = percent(progress);
   return `${value < 10 && value % 1 ? value.toFixed(1) : Math.round(value)}%`;
+}
+
+// -- counts and durations -------------------------------------------------------------------
+
+const countFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+
+export function formatCount(value) {
+  return countFormat.format(value);
+}
+
+function significant(value) {
+  if (value >= 100) return String(Math.round(value));
+  return String(Number(value.toPrecision(2)));
+}
+
+/** "120 µs", "85 ms", "1.4 s", "2.5 min", "3 h": an attempt's duration, two digits. */
+export function formatSeconds(value) {
+  if (value === null || value === undefined) return "–";
+  if (value < 0.001) return `${significant(value * 1e6)} µs`;
+  if (value < 1) return `${significant(value * 1000)} ms`;
+  if (value < 120) return `${significant(value)} s`;
+  if (value < 7200) return `${significant(value / 60)} min`;
+  return `${significant(value / 3600)} h`;
 }
