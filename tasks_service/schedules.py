@@ -19,7 +19,6 @@ from store import Store
 from tasks import TaskDefinition, TaskRegistry
 from tasks.schedules import parse_trigger
 from tasks_service.models import (
-    InvalidParams,
     InvalidSchedule,
     ScheduleExists,
     ScheduleInCode,
@@ -29,6 +28,7 @@ from tasks_service.models import (
     StoreUnavailable,
     new_id,
 )
+from tasks_service.uploaded import check_uploaded_files
 
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,100}$"
 _ID = re.compile(ID_PATTERN)
@@ -140,25 +140,10 @@ class RuntimeSchedules:
         if not isinstance(params, dict):
             raise InvalidSchedule("params", "params must be an object")
         validated = definition.validate(params)
-        await self._check_files(definition, validated)
+        await check_uploaded_files(self.store, definition, validated)
         cron_tz = None if stored.cron is None else (stored.tz or "UTC")
         every = None if stored.every is None else float(stored.every)
         return replace(stored, params=validated, every=every, tz=cron_tz)
-
-    async def _check_files(self, definition: TaskDefinition, params: dict[str, Any]) -> None:
-        """An upload named in the params must exist, as at POST /tasks."""
-        errors = [
-            {
-                "type": "unknown_file",
-                "loc": [name],
-                "msg": f"no uploaded file has the id {params[name]!r}: upload it to POST /files",
-                "input": params[name],
-            }
-            for name in definition.file_params
-            if params.get(name) is not None and await self.store.get_file(params[name]) is None
-        ]
-        if errors:
-            raise InvalidParams(definition.name, errors)
 
 
 def _merged(

@@ -33,6 +33,7 @@ from tasks_service.runtime.runner import Runner
 from tasks_service.runtime.stats import StatsReader
 from tasks_service.runtime.waits import WaitExplainer
 from tasks_service.schedules import RuntimeSchedules
+from tasks_service.uploaded import check_uploaded_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,7 @@ class TaskService:
         definition = self.registry.get(request.name)
         new = self._new_task(definition, request)
         if definition.file_params:
-            await self._check_files(definition, new.params)
+            await check_uploaded_files(self.store, definition, new.params)
         task, created = await self.runner.insert(new)
         await self.waits.explain((task,))
         return Created(task, created)
@@ -97,7 +98,7 @@ class TaskService:
                 definition = self.registry.get(request.name)
                 new = self._new_task(definition, request)
                 if definition.file_params:
-                    await self._check_files(definition, new.params)
+                    await check_uploaded_files(self.store, definition, new.params)
             except (UnknownTaskType, InvalidParams, InvalidRequest) as exc:
                 raise InvalidBatchItem(index, exc) from None
             news.append(new)
@@ -131,20 +132,6 @@ class TaskService:
             unique_key=None if key is None else f"key:{key}",
             request_hash=request.request_hash,
         )
-
-    async def _check_files(self, definition: TaskDefinition, params: dict[str, Any]) -> None:
-        errors = [
-            {
-                "type": "unknown_file",
-                "loc": [name],
-                "msg": f"no uploaded file has the id {params[name]!r}: upload it to POST /files",
-                "input": params[name],
-            }
-            for name in definition.file_params
-            if params.get(name) is not None and await self.store.get_file(params[name]) is None
-        ]
-        if errors:
-            raise InvalidParams(definition.name, errors)
 
     async def get(self, task_id: str) -> Task:
         task = await self.store.get(task_id) if is_id(task_id) else None
