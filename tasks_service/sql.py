@@ -402,7 +402,8 @@ class CountedOutcome:
     A finish (the runner's record of how an attempt ended) is counted by its process, with
     the attempt's duration, in the same transaction (see group_commit.EndedCounts): a
     per-row trigger on that hot path would cost ~10% of throughput. What the trigger counts
-    fires rarely, and its WHEN costs nothing otherwise:
+    fires rarely. It is declared on `finished_at`, which every end writes and no claim does,
+    so a claim never even evaluates its WHEN:
 
     - a task cancelled before it started (`unstarted`);
     - a running task ended by another writer: a shutdown's release of a task whose cancel

@@ -300,7 +300,7 @@ MIGRATIONS: list[list[str]] = [
             {_COUNTED_ROWS[1]};
             RETURN NULL;
         END $$""",
-        "CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks FOR EACH ROW "
+        "CREATE TRIGGER tasks_counted AFTER UPDATE OF finished_at ON tasks FOR EACH ROW "
         f"WHEN ({_COUNTED.when}) EXECUTE FUNCTION tasks_count_outcome()",
     ],
 ]

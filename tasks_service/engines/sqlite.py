@@ -259,7 +259,7 @@ MIGRATIONS: list[list[str]] = [
             depth INTEGER NOT NULL,
             sampled_at REAL NOT NULL
         )""",
-        f"""CREATE TRIGGER tasks_counted AFTER UPDATE OF status ON tasks
+        f"""CREATE TRIGGER tasks_counted AFTER UPDATE OF finished_at ON tasks
         WHEN {_COUNTED.when} BEGIN
             {_COUNTED_ROWS[0]};
             {_COUNTED_ROWS[1]};
