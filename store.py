@@ -4,7 +4,8 @@
 shared SQL, built in the engine's spelling). An engine (`tasks_service.engines`) gives its
 connections, its schema, its claim statement, how it hears of other processes' commits and
 how it numbers change events: only what genuinely differs. A new verb is one method here
-plus, where engines differ, one statement each.
+(or in one of its groups, `tasks_service.verbs`: schedules, stats) plus, where engines
+differ, one statement each.
 """
 
 from __future__ import annotations
@@ -28,24 +29,21 @@ from tasks_service.models import (
     NewTask,
     Outcome,
     Rows,
-    ScheduleState,
-    StoredSchedule,
     Task,
     TaskEvent,
     TaskStatus,
     TypeState,
     WorkerInfo,
-    dump_json,
 )
 from tasks_service.sql import (
     COLUMNS,
     SCHEDULES_LOCK,
-    Statements,
     new_task_row,
-    schedule_from_row,
     task_from_row,
     tick_statements,
 )
+from tasks_service.verbs.schedules import ScheduleVerbs
+from tasks_service.verbs.stats import StatsVerbs
 
 
 class StoreOpenError(RuntimeError):
@@ -57,16 +55,11 @@ INTERRUPTED_ERROR = (
     "so it will not be started again"
 )
 
-# Statements to run in one transaction, in order, each with its parameters.
-Steps = Sequence[tuple[str, Sequence[Any]]]
 
-
-class Store(abc.ABC):
+class Store(ScheduleVerbs, StatsVerbs):
     """The storage verbs; nothing above this knows which database it has."""
 
-    sql: Statements
-
-    # -- what each engine gives ------------------------------------------------------------
+    # -- what each engine gives (besides the primitives of verbs.base.StoreIO) ------------
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -77,31 +70,11 @@ class Store(abc.ABC):
         """Commit everything already asked for, then close."""
 
     @abc.abstractmethod
-    async def _read(self, sql: str, params: Sequence[Any] = (), *, scan: bool = False) -> list[Any]:
-        """Rows of one query; `scan`: one that grows with the table (keep it off the fast path)."""
-
-    @abc.abstractmethod
-    def _write(self, sql: str, params: Sequence[Any]) -> asyncio.Future[None]:
-        """Queue one write; the future is its commit."""
-
-    @abc.abstractmethod
-    def _write_returning(self, sql: str, params: Sequence[Any]) -> asyncio.Future[list[Any]]:
-        """Queue one write that returns rows; the future is its commit, with the rows."""
-
-    @abc.abstractmethod
-    async def _write_many(self, sql: str, rows: list[Sequence[Any]]) -> None:
-        """Many rows of one statement, in one transaction."""
-
-    @abc.abstractmethod
-    def _write_atomically(self, steps: Steps) -> asyncio.Future[list[list[Any]]]:
-        """Statements in one transaction, in order; the rows of each."""
-
-    @abc.abstractmethod
     def _count_ended(self, name: str, outcome: str, seconds: float | None) -> None:
         """Count an attempt's end into the transaction of the write queued just before it:
         its process knows how it ended and how long it ran, and one row per batch is far
         cheaper than a trigger per task. What no finish counts, a trigger does (see
-        sql.CountedOutcome)."""
+        counted.CountedOutcome)."""
 
     @abc.abstractmethod
     def report_progress(self, task_id: str, percent: float, message: str | None) -> None:
@@ -238,82 +211,6 @@ class Store(abc.ABC):
             steps.insert(0, (self.sql.lock_schedule, (SCHEDULES_LOCK,)))
         results = await self._write_atomically(steps)
         return [made[row[0]] for row in results[-2]]
-
-    # -- schedules -------------------------------------------------------------------------
-
-    async def schedule_states(self) -> dict[str, ScheduleState]:
-        """What the database knows of each schedule's runs and pause, by id."""
-        rows = await self._read(self.sql.schedule_states)
-        return {row[0]: _state_from_row(row) for row in rows}
-
-    async def schedule_state(self, schedule_id: str) -> ScheduleState:
-        rows = await self._read(self.sql.schedule_state, (schedule_id,))
-        return _state_from_row(rows[0]) if rows else ScheduleState()
-
-    async def set_paused(self, schedule_id: str, paused: bool) -> None:
-        await self._write(self.sql.set_paused, (schedule_id, paused))
-
-    async def schedules_since(self, revision: int) -> list[StoredSchedule]:
-        """Schedules made at runtime that changed after `revision` (tombstones too), in order."""
-        rows = await self._read(self.sql.schedules_since, (revision,))
-        return [schedule_from_row(row) for row in rows]
-
-    async def get_schedule(self, schedule_id: str) -> StoredSchedule | None:
-        """A live schedule made at runtime."""
-        rows = await self._read(self.sql.get_schedule, (schedule_id,))
-        return schedule_from_row(rows[0]) if rows else None
-
-    async def insert_schedule(self, schedule: StoredSchedule) -> int | None:
-        """Store a new schedule; its revision, or None if a live one has its id."""
-        now = time.time()
-        return await self._change_schedule(
-            self.sql.insert_schedule,
-            (
-                schedule.id,
-                schedule.task,
-                dump_json(schedule.params),
-                schedule.every,
-                schedule.cron,
-                schedule.tz,
-                schedule.paused,
-                now,
-                now,  # its last tick handled: a tick missed while down is caught up at start
-            ),
-        )
-
-    async def update_schedule(
-        self, schedule: StoredSchedule, paused: bool | None, *, read_at_revision: int
-    ) -> int | None:
-        """Change a schedule's definition (and its pause, unless None); its new revision, or
-        None if it changed since `read_at_revision` or is gone. Its `trigger_set_at` is the
-        caller's: now if the trigger changed, else as it was."""
-        return await self._change_schedule(
-            self.sql.update_schedule,
-            (
-                dump_json(schedule.params),
-                schedule.every,
-                schedule.cron,
-                schedule.tz,
-                paused,
-                schedule.trigger_set_at,
-                schedule.id,
-                read_at_revision,
-            ),
-        )
-
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        """Delete a schedule made at runtime; False if there is none with that id."""
-        revision = await self._change_schedule(self.sql.delete_schedule, (time.time(), schedule_id))
-        return revision is not None
-
-    async def _change_schedule(self, sql: str, params: Sequence[Any]) -> int | None:
-        """One change of a definition, under the engine's schedule lock: revisions are then
-        handed out in commit order."""
-        steps: list[tuple[str, Sequence[Any]]] = [(sql, params)]
-        if self.sql.lock_schedule is not None:
-            steps.insert(0, (self.sql.lock_schedule, (SCHEDULES_LOCK,)))
-        rows = (await self._write_atomically(steps))[-1]
-        return int(rows[0][0]) if rows else None
 
     # -- reading tasks ---------------------------------------------------------------------
 
@@ -616,54 +513,6 @@ class Store(abc.ABC):
         rows = await self._read(self.sql.metric_counts, scan=True)
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
-    # -- the last hours at a glance (runtime.stats) ----------------------------------------
-
-    async def stats_clock(self) -> tuple[float, float | None]:
-        """The database's clock now (what minutes are counted by), and when the queue depth
-        was last sampled by it (None: never)."""
-        rows = await self._read(self.sql.stats_clock)
-        return float(rows[0][0]), None if rows[0][1] is None else float(rows[0][1])
-
-    async def stats_since(
-        self, first: int, *, scan: bool = False
-    ) -> tuple[float, list[tuple[int, str, str, int, int]], list[tuple[int, int]]]:
-        """In one trip: the database's clock, then from minute `first` on, (minute, type,
-        outcome, bucket, count) rows and (minute, depth) samples."""
-        counts: list[tuple[int, str, str, int, int]] = []
-        depths: list[tuple[int, int]] = []
-        now = 0.0
-        for kind, minute, name, outcome, value, n in await self._read(
-            self.sql.stats_since, (first, first), scan=scan
-        ):
-            if kind == 0:
-                counts.append((int(minute), name, outcome, int(value), int(n)))
-            elif kind == 1:
-                depths.append((int(minute), int(value)))
-            else:
-                now = float(minute)
-        return now, counts, depths
-
-    async def depth_rows(self, first: int, last: int) -> list[tuple[int, int]]:
-        """(minute, depth) of the minutes from `first` to `last` that have a sample."""
-        rows = await self._read(self.sql.depth_rows, (first, last))
-        return [(int(row[0]), int(row[1])) for row in rows]
-
-    async def depth_before(self, minute: int) -> int | None:
-        """The queue depth sampled last before `minute` (None: never)."""
-        rows = await self._read(self.sql.depth_before, (minute,))
-        return int(rows[0][0]) if rows else None
-
-    async def record_depth(self, minute: int, depth: int, sampled_at: float) -> None:
-        """The queue depth of `minute` so far (an earlier sample of it is replaced)."""
-        await self._write(self.sql.record_depth, (minute, depth, sampled_at))
-
-    async def purge_stats(self, before_minute: int) -> None:
-        """Forget the minutes before `before_minute` (both queued first: one transaction)."""
-        counts = self._write(self.sql.purge_stats, (before_minute,))
-        depths = self._write(self.sql.purge_depth, (before_minute,))
-        await counts
-        await depths
-
     # -- maintenance -----------------------------------------------------------------------
 
     async def purge(self, older_than: float, *, chunk: int = 1000) -> int:
@@ -679,10 +528,6 @@ class Store(abc.ABC):
 def _chunks(ids: Sequence[str], size: int = 500) -> list[list[str]]:
     items = list(ids)
     return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def _state_from_row(row: Sequence[Any]) -> ScheduleState:
-    return ScheduleState(bool(row[1]), row[2], row[3], row[4])
 
 
 def newest_first(pages: Sequence[Sequence[Task]], limit: int) -> list[Task]:

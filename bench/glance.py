@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import poll_latency
 from bench.stats import percentile
+from tasks_service.counted import NO_DURATION, duration_bucket
 from tasks_service.engines.postgres import PostgresStore
 from tasks_service.runtime.stats import KEPT_MINUTES, MINUTE, minute_of
-from tasks_service.sql import NO_DURATION, duration_bucket
 from tests.harness import Server
 from tests.postgres import PostgresServer
 

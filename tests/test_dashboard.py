@@ -34,8 +34,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from tasks_service.counted import duration_bucket
 from tasks_service.runtime.stats import minute_of
-from tasks_service.sql import duration_bucket
 from tests.harness import ROOT, SAMPLE_MODULES, Server, ServerFactory, wait_until
 from tests.helpers import TERMINAL
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from tasks_service.counted import BUCKETS_PER_OCTAVE, NO_DURATION
 from tasks_service.models import NewTask, Outcome, Task, TaskStatus
 from tasks_service.runtime import stats
 from tasks_service.runtime.stats import MINUTE, StatsReader, Tally, minute_of, percentile
-from tasks_service.sql import BUCKETS_PER_OCTAVE, NO_DURATION
 from tests.harness import eventually
 from tests.helpers import BOTH_STORES, App, AppFactory
 
@@ -188,7 +188,8 @@ async def test_minutes_older_than_a_day_are_forgotten(app: App) -> None:
     for minute in (old, recent):
         await store.record_depth(minute, 7, float(minute))
     await stats.forget_old_minutes(store)  # (the watcher does it too, every 10 s)
-    assert await store.depth_rows(old - 60, recent) == [(recent, 7)]
+    _, _, depths = await store.stats_since(old - 60)
+    assert depths == [(recent, 7)]
 
 
 # -- the reader alone, on rows made up ----------------------------------------------------------

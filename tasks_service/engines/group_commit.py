@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks_service.counted import duration_bucket
 from tasks_service.models import KeyTaken, StoreUnavailable
-from tasks_service.sql import duration_bucket
 
 log = logging.getLogger("tasks.store")
 

@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from store import Store, StoreOpenError
+from tasks_service.counted import CountedOutcome
 from tasks_service.engines.group_commit import (
     EndedCounts,
     GroupCommitted,
@@ -43,7 +44,6 @@ from tasks_service.models import Rows, StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
-    CountedOutcome,
     Dialect,
     Statements,
     event_from_row,
@@ -276,7 +276,7 @@ MIGRATIONS: list[list[str]] = [
     [
         # The last hours at a glance (runtime.stats): the attempts that ended in each minute,
         # by type, outcome and duration, counted in the transactions that end them (see
-        # sql.CountedOutcome); the queue depth, sampled by the watchers. Each process adds
+        # counted.CountedOutcome); the queue depth, sampled by the watchers. Each process adds
         # to rows of its own (`shard`: its connections' name), so that two hosts'
         # transactions never wait for each other's row locks; readers sum them.
         "ALTER TABLE tasks ADD COLUMN ended_as text",

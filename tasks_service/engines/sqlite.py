@@ -27,6 +27,7 @@ from typing import Any
 import aiosqlite
 
 from store import Store, StoreOpenError
+from tasks_service.counted import CountedOutcome
 from tasks_service.engines.group_commit import (
     EndedCounts,
     GroupCommitted,
@@ -38,7 +39,6 @@ from tasks_service.models import Rows, StoreUnavailable, TaskEvent
 from tasks_service.sql import (
     EVENT_COLUMNS,
     EVENT_FIELDS,
-    CountedOutcome,
     Dialect,
     Statements,
     event_from_row,
@@ -243,7 +243,7 @@ MIGRATIONS: list[list[str]] = [
     [
         # The last hours at a glance (runtime.stats): the attempts that ended in each minute,
         # by type, outcome and duration, counted in the transactions that end them (see
-        # sql.CountedOutcome); the queue depth, sampled by the watchers.
+        # counted.CountedOutcome); the queue depth, sampled by the watchers.
         "ALTER TABLE tasks ADD COLUMN ended_as TEXT",
         """CREATE TABLE stats_minutes (
             minute INTEGER NOT NULL,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store import Store
-from tasks_service.sql import BUCKETS_PER_OCTAVE, NO_DURATION
+from tasks_service.counted import BUCKETS_PER_OCTAVE, NO_DURATION
 
 MINUTE = 60
 HOUR = 3600
