@@ -24,26 +24,32 @@ def duration_bucket(seconds: float | None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CountedOutcome:
-    """The `tasks_counted` trigger's parts, shared by the engines: the rare ends of a task
-    that no process's finish counts.
+    """The parts of the two triggers that count the rare ends of a task no process's finish
+    counts, shared by the engines.
 
     A finish (the runner's record of how an attempt ended) is counted by its process, with
     the attempt's duration, in the same transaction (see group_commit.EndedCounts): a
-    per-row trigger on that hot path would cost ~10% of throughput. What the trigger counts
-    fires rarely. It is declared on `finished_at`, which every end writes and no claim does,
-    so a claim never even evaluates its WHEN:
+    per-row trigger on that hot path would cost ~10% of throughput. What the triggers count
+    is rare, and a plain finish must not even pay for their conditions (PostgreSQL reads a
+    WHEN again for each row of an executemany: a long one, false on every finish, cost 13%
+    of its throughput; there the WHEN is `NEW.cancel_requested` and the rest is tested in
+    the trigger's function):
 
-    - a task cancelled before it started (`unstarted`);
-    - a running task ended by another writer: a shutdown's release of a task whose cancel
-      was asked, or the recovery of a dead worker's task, cancelled or given up
-      (`handed`; released or interruptions changed);
-    - a finish overridden by a cancel stored meanwhile (`overridden`): the finish counted
-      what its process asked (`ended_as`), the trigger moves that count to cancelled.
+    - `tasks_counted`, on `finished_at` (every end writes it, no claim does), only when a
+      cancel was asked, its first test: a task cancelled before it started (`unstarted`); a
+      running task ended by another writer, a shutdown's release or a dead worker's
+      recovery (`handed`: released or interruptions changed); a finish overridden by a
+      cancel stored meanwhile (`overridden`: the finish counted what its process asked,
+      `ended_as`, and the trigger moves that count to cancelled);
+    - `tasks_given_up`, on `interruptions` (only a recovery writes it): a dead worker's task
+      given up after repeated interruptions, failed.
 
     Minutes are the database's clock at the write, as for the finishes' counts.
     """
 
-    when: str
+    when: str  # of tasks_counted: a cancel was asked, and `cancelled_ends`
+    cancelled_ends: str
+    given_up_when: str  # of tasks_given_up
     overridden: str
     bucket: str  # of the +1 row: the duration for `handed`, else none
     shard: str  # PostgreSQL: each process's own rows
@@ -60,11 +66,14 @@ class CountedOutcome:
             f"OLD.status = 'running' AND NEW.status = 'cancelled' AND {by_finish} "
             "AND coalesce(NEW.ended_as, '') <> 'cancelled'"
         )
+        cancelled_ends = f"({unstarted}) OR ({handed}) OR ({overridden})"
         scale = BUCKETS_PER_OCTAVE / math.log(2)
         seconds = f"{dialect.greatest}(NEW.finished_at - NEW.started_at, {SHORTEST_DURATION})"
         timed = f"CAST(floor(ln({seconds}) * {scale!r}) AS INTEGER)"
         return cls(
-            when=f"({unstarted}) OR ({handed}) OR ({overridden})",
+            when=f"NEW.cancel_requested AND ({cancelled_ends})",
+            cancelled_ends=cancelled_ends,
+            given_up_when="OLD.status = 'running' AND NEW.status = 'failed'",
             overridden=overridden,
             bucket=(
                 f"CASE WHEN {handed} THEN coalesce({timed}, {NO_DURATION}) ELSE {NO_DURATION} END"
@@ -73,7 +82,7 @@ class CountedOutcome:
         )
 
     def rows(self, dialect: Dialect) -> list[str]:
-        """The trigger body's statements: +1 to the new status, and for an overridden
+        """The triggers' statements: +1 to the new status, and for an overridden
         finish -1 to what it asked (its duration stays counted: the attempt did run)."""
         upsert = (
             "ON CONFLICT (minute, name, outcome, bucket, shard) DO UPDATE "

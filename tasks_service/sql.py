@@ -333,8 +333,8 @@ class Statements:
             "OR NOT EXISTS (SELECT 1 FROM tasks parent WHERE parent.id = tasks.parent_id "
             "AND parent.status IN ('pending', 'running'))) LIMIT ?) RETURNING id"
         )
-        # The last hours at a glance (runtime.stats): what the engines' `tasks_counted`
-        # trigger wrote, and the queue depth the watchers sample.
+        # The last hours at a glance (runtime.stats): the per-minute counts the finishes
+        # and the engines' triggers wrote, and the queue depth the watchers sample.
         self.stats_clock = p(
             f"SELECT {now}, (SELECT sampled_at FROM stats_depth ORDER BY minute DESC LIMIT 1)"
         )

@@ -19,6 +19,7 @@ import pytest
 
 from store import Store, StoreOpenError
 from tasks_service.claims import ClaimPlan
+from tasks_service.counted import NO_DURATION
 from tasks_service.engines import is_postgres_url
 from tasks_service.engines import sqlite as sqlite_engine
 from tasks_service.engines.postgres import PostgresStore
@@ -523,6 +524,16 @@ async def test_recover_puts_back_gives_up_or_cancels_a_dead_workers_tasks(
     assert await fetch(store, other.id) == other
     assert await fetch(store, waiting.id) == waiting
     assert await store.recover("dead") == []  # nothing left running for it
+
+    # GET /stats counts the two ends (no process finished them), not the hand-back.
+    _, counts, _ = await store.stats_since(int(before // 60 * 60) - 60)
+    ended: dict[str, int] = {}
+    for _minute, name, outcome, bucket, n in counts:
+        assert name == "noop"
+        ended[outcome] = ended.get(outcome, 0) + n
+        if outcome == "failed":
+            assert bucket != NO_DURATION  # it ran from its start to the recovery
+    assert ended == {"failed": 1, "cancelled": 1}
 
 
 async def test_release_gives_a_running_task_back_without_counting_the_start(

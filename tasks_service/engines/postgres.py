@@ -294,14 +294,20 @@ MIGRATIONS: list[list[str]] = [
             depth bigint NOT NULL,
             sampled_at double precision NOT NULL
         )""",
+        # PostgreSQL reads a trigger's WHEN again for each execution of a statement (each
+        # row of an executemany): kept to one column there, the rest is tested inside.
         f"""CREATE FUNCTION tasks_count_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            {_COUNTED_ROWS[0]};
-            {_COUNTED_ROWS[1]};
+            IF TG_NAME = 'tasks_given_up' OR ({_COUNTED.cancelled_ends}) THEN
+                {_COUNTED_ROWS[0]};
+                {_COUNTED_ROWS[1]};
+            END IF;
             RETURN NULL;
         END $$""",
         "CREATE TRIGGER tasks_counted AFTER UPDATE OF finished_at ON tasks FOR EACH ROW "
-        f"WHEN ({_COUNTED.when}) EXECUTE FUNCTION tasks_count_outcome()",
+        "WHEN (NEW.cancel_requested) EXECUTE FUNCTION tasks_count_outcome()",
+        "CREATE TRIGGER tasks_given_up AFTER UPDATE OF interruptions ON tasks FOR EACH ROW "
+        f"WHEN ({_COUNTED.given_up_when}) EXECUTE FUNCTION tasks_count_outcome()",
     ],
 ]
 

@@ -264,6 +264,10 @@ MIGRATIONS: list[list[str]] = [
             {_COUNTED_ROWS[0]};
             {_COUNTED_ROWS[1]};
         END""",
+        f"""CREATE TRIGGER tasks_given_up AFTER UPDATE OF interruptions ON tasks
+        WHEN {_COUNTED.given_up_when} BEGIN
+            {_COUNTED_ROWS[0]};
+        END""",
     ],
 ]
 

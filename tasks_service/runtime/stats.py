@@ -1,10 +1,11 @@
 """The last hours at a glance (GET /stats): per-minute counts, queue depth and durations.
 
-What is stored. The engines' `tasks_counted` trigger adds 1 to a (minute, type, outcome,
-duration bucket) row of `stats_minutes` for every attempt that ends (and every task
-cancelled before it started), in the very transaction that ends it: the counts hold
-whichever process or host ran the task, and cost no write of their own. The minute is the
-database's clock at that write. The queue depth (pending and due) is sampled into
+What is stored. Every attempt that ends (and every task cancelled before it started) adds 1
+to a (minute, type, outcome, duration bucket) row of `stats_minutes`, in the very
+transaction that ends it: the process that finishes it counts it in its group-commit batch,
+and the engines' triggers count the rare ends no finish sees (`counted.CountedOutcome`).
+The counts hold whichever process or host ran the task. The minute is the database's clock
+at that write. The queue depth (pending and due) is sampled into
 `stats_depth` by the watchers every few seconds, by whichever gets there first; a minute's
 depth is its last sample. The watchers forget minutes older than a day.
 
