@@ -238,7 +238,7 @@ MIGRATIONS: list[list[str]] = [
                 WHERE name = NEW.name AND rate_count IS NOT NULL);
             RETURN NULL;
         END $$""",
-        "CREATE TRIGGER tasks_lane_started AFTER UPDATE OF status ON tasks FOR EACH ROW "
+        "CREATE TRIGGER tasks_lane_started AFTER UPDATE OF started_at ON tasks FOR EACH ROW "
         "WHEN (NEW.status = 'running' AND NEW.lane IS NOT NULL) "
         "EXECUTE FUNCTION tasks_lane_started()",
     ],

@@ -209,7 +209,7 @@ MIGRATIONS: list[list[str]] = [
         WHEN NEW.lane IS NOT NULL BEGIN
             {_LANE_SEEN}
         END""",
-        """CREATE TRIGGER tasks_lane_started AFTER UPDATE OF status ON tasks
+        """CREATE TRIGGER tasks_lane_started AFTER UPDATE OF started_at ON tasks
         WHEN NEW.status = 'running' AND NEW.lane IS NOT NULL BEGIN
             INSERT INTO lane_starts (lane, name, started_at) SELECT NEW.lane, NEW.name,
                 NEW.started_at WHERE EXISTS (SELECT 1 FROM task_types
