@@ -227,9 +227,7 @@ MIGRATIONS: list[list[str]] = [
                 ON CONFLICT (lane) DO UPDATE SET touched_at = excluded.touched_at;
             RETURN NULL;
         END $$""",
-        "CREATE TRIGGER tasks_lane_queued AFTER INSERT ON tasks FOR EACH ROW "
-        "WHEN (NEW.lane IS NOT NULL) EXECUTE FUNCTION tasks_lane_seen()",
-        "CREATE TRIGGER tasks_lane_moved AFTER UPDATE OF lane ON tasks FOR EACH ROW "
+        "CREATE TRIGGER tasks_lane_seen AFTER INSERT OR UPDATE OF lane ON tasks FOR EACH ROW "
         "WHEN (NEW.lane IS NOT NULL) EXECUTE FUNCTION tasks_lane_seen()",
         """CREATE FUNCTION tasks_lane_started() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
