@@ -136,7 +136,9 @@ def test_the_all_tasks_stream_shows_new_and_changing_tasks(server_factory: Serve
 
 @pytest.mark.slow
 def test_open_streams_do_not_hold_up_a_graceful_shutdown(server_factory: ServerFactory) -> None:
-    server = server_factory().start()
+    # A short grace: the hanging task is handed back after a second, so any wait past that
+    # would be the streams'.
+    server = server_factory(env={"TASKS_SHUTDOWN_GRACE": "1"}).start()
     task = post(server, "hang")
     ended = threading.Event()
 
